@@ -1,0 +1,40 @@
+"""The console as a chat platform: tickets and their threads printed to the terminal."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from adapters.console import render
+from bot.chat import ArticleView, TicketView
+
+
+class ConsoleGateway:
+    """Implements :class:`bot.chat.ChatGateway`; a ticket's "root message" is its number."""
+
+    name = "console"
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out or sys.stdout
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+    async def post_ticket(
+        self, room: str, ticket: TicketView, first: ArticleView | None, key: str
+    ) -> str:
+        self._print(render.ticket_block(ticket))
+        if first is not None:
+            self._print(render.article_block(ticket.number, first))
+        return ticket.number
+
+    async def post_article(
+        self, room: str, root_ref: str, ticket: TicketView, article: ArticleView, key: str
+    ) -> None:
+        self._print(render.article_block(ticket.number, article))
+
+    async def update_ticket(self, room: str, root_ref: str, ticket: TicketView, key: str) -> None:
+        self._print(render.update_line(ticket))
+
+    async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
+        self._print(render.notice_line(root_ref, text))

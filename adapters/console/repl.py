@@ -1,0 +1,74 @@
+"""Reading volunteers' ``!`` commands from standard input.
+
+The console has no threads, so it remembers the ticket you last named (or the
+newest one shown) and commands without a number apply to it, the way a command in
+a Matrix thread applies to that thread's ticket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TextIO
+
+from adapters.console.render import safe
+from bot.commands import ChatContext, CommandRequest, CommandResult, parse_command
+from bot.domain import Actor
+
+Execute = Callable[[CommandRequest], Awaitable[CommandResult]]
+
+
+class ConsoleRepl:
+    def __init__(
+        self,
+        execute: Execute,
+        actor: Actor,
+        *,
+        after_command: Callable[[], Awaitable[None]] | None = None,
+        stdin: TextIO | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self._execute = execute
+        self._actor = actor
+        self._after = after_command
+        self._in = stdin or sys.stdin
+        self._out = out or sys.stdout
+        self.current: str | None = None
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+    async def run(self) -> None:
+        """Read commands until end of input."""
+        interactive = self._in.isatty()
+        while True:
+            if interactive:
+                where = f"[{self.current}]" if self.current else ""
+                print(f"ticketbot{where}> ", end="", file=self._out, flush=True)
+            line = await asyncio.to_thread(self._in.readline)
+            if not line:
+                return
+            await self.handle_line(line)
+
+    async def handle_line(self, line: str) -> None:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return
+        parsed = parse_command(line, "!")
+        if parsed is None:
+            self._print("Commands start with !, for example !help")
+            return
+        name, args = parsed
+        request = CommandRequest(
+            self._actor, name, args, ChatContext("console", None, None, self.current)
+        )
+        result = await self._execute(request)
+        if self._after is not None:
+            await self._after()  # print what the command caused before the next prompt
+        if result.ok and result.ticket_number:
+            self.current = result.ticket_number
+        if not result.ok:
+            self._print(f"  ✖ {safe(result.message)}")
+        elif not result.shown_in_thread:
+            self._print(safe(result.message))

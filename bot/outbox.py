@@ -1,0 +1,299 @@
+"""Carrying out the outbox: chat posts and reply emails, each once, retried until done.
+
+Every change the core makes writes its outbox items in the same transaction, so
+they survive a crash. A worker per channel takes due items in order, hands them to
+the chat gateway or the mail sender, and marks them done only after that
+succeeded. A reply's article records ``sent`` before its item is done, and a
+retry of an already-sent reply does nothing, so nothing is sent twice; the one
+window left (the SMTP server accepted but we crashed before recording it) resends
+with the same Message-ID, so the receiving side can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.chat import ArticleView, ChatGateway, TicketView, article_view, ticket_view
+from bot.config import Config
+from bot.domain import Article, ArticleKind, SendState
+from bot.mail import Address, OutgoingEmail
+from bot.ports import Clock, MailSender, MailSendError
+from bot.repository import ChatPost, OutboxItem, Repository, Store
+
+log = logging.getLogger(__name__)
+
+EMAIL = "email"
+_BATCH = 50
+
+
+class NotReady(Exception):
+    """The item depends on something not done yet (the ticket's root post); try later."""
+
+
+@dataclass(frozen=True)
+class _ChatWork:
+    """Everything a chat item needs, read in one transaction before talking to the platform."""
+
+    room: str | None
+    post: ChatPost | None
+    ticket: TicketView
+    first: ArticleView | None
+    article: ArticleView | None
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        gateways: Mapping[str, ChatGateway],
+        sender: MailSender | None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._gateways = dict(gateways)
+        self._sender = sender
+        self._wake_events: dict[str, asyncio.Event] = {}
+        # One drain at a time per channel: the worker and drain_all must never
+        # carry out the same item twice.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def channels(self) -> list[str]:
+        channels = list(self._gateways)
+        if self._sender is not None:
+            channels.append(EMAIL)
+        return channels
+
+    def wake(self) -> None:
+        """Called after a commit that may have added items: the workers look at once."""
+        for event in self._wake_events.values():
+            event.set()
+
+    async def run(self) -> None:
+        """One worker per channel, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for channel in self.channels:
+                group.create_task(self._worker(channel), name=f"outbox-{channel}")
+
+    async def _worker(self, channel: str) -> None:
+        event = self._wake_events.setdefault(channel, asyncio.Event())
+        while True:
+            event.clear()
+            try:
+                await self.drain(channel)
+            except Exception:
+                log.exception("outbox %s: unexpected error; retrying", channel)
+            wait = await self._seconds_until_due(channel)
+            try:
+                await asyncio.wait_for(event.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def _seconds_until_due(self, channel: str) -> float:
+        due = await self._store.run(lambda repo: repo.next_outbox_due(channel))
+        if due is None:
+            return 60.0
+        return max(0.05, min(60.0, (due - self._clock.now()).total_seconds()))
+
+    async def drain(self, channel: str) -> int:
+        """Carry out every item due now on ``channel``; return how many succeeded."""
+        async with self._locks.setdefault(channel, asyncio.Lock()):
+            return await self._drain_locked(channel)
+
+    async def _drain_locked(self, channel: str) -> int:
+        done = 0
+        while True:
+            now = self._clock.now()
+            items = await self._store.run(lambda repo: repo.due_outbox(channel, now, _BATCH))
+            if not items:
+                return done
+            blocked: set[int] = set()
+            progressed = False
+            for item in items:
+                if item.ticket_id in blocked:
+                    continue  # keep each ticket's posts in order
+                if await self._attempt(channel, item):
+                    done += 1
+                    progressed = True
+                else:
+                    blocked.add(item.ticket_id)
+            if not progressed:
+                return done
+
+    async def drain_all(self) -> int:
+        """Drain every channel until nothing is due (the demo and tests use it)."""
+        total = 0
+        while True:
+            count = 0
+            for channel in self.channels:
+                count += await self.drain(channel)
+            total += count
+            if count == 0:
+                return total
+
+    async def _attempt(self, channel: str, item: OutboxItem) -> bool:
+        try:
+            if channel == EMAIL:
+                await self._send_reply(item)
+            else:
+                await self._chat(self._gateways[channel], item)
+        except MailSendError as exc:
+            await self._mail_failed(item, exc)
+            return False
+        except Exception as exc:
+            await self._retry(item, exc)
+            return False
+        return True
+
+    # --- chat --------------------------------------------------------------------------------
+
+    async def _chat(self, gateway: ChatGateway, item: OutboxItem) -> None:
+        work = await self._store.run(lambda repo: self._load_chat_work(repo, gateway.name, item))
+        now = self._clock.now()
+        if work.room is None:  # the queue is no longer shown on this platform
+            await self._store.run(lambda repo: repo.outbox_done(item.id, now))
+            return
+        if item.kind == "post_ticket":
+            if work.post is None:
+                ref = await gateway.post_ticket(work.room, work.ticket, work.first, item.key)
+                post = ChatPost(item.ticket_id, gateway.name, work.room, ref)
+                await self._store.run(lambda repo: self._posted(repo, post, item))
+                return
+        elif work.post is None:
+            raise NotReady(f"ticket {work.ticket.number} has no {gateway.name} post yet")
+        elif item.kind == "post_article":
+            assert work.article is not None
+            await gateway.post_article(
+                work.post.room, work.post.root_ref, work.ticket, work.article, item.key
+            )
+        elif item.kind == "update_ticket":
+            await gateway.update_ticket(work.post.room, work.post.root_ref, work.ticket, item.key)
+        elif item.kind == "notice":
+            text = str(item.payload.get("text", ""))
+            await gateway.post_notice(work.post.room, work.post.root_ref, text, item.key)
+        else:
+            log.error("outbox item %s has unknown kind %r; dropping it", item.id, item.kind)
+        await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
+
+    def _posted(self, repo: Repository, post: ChatPost, item: OutboxItem) -> None:
+        now = self._clock.now()
+        repo.add_chat_post(post, now)
+        repo.outbox_done(item.id, now)
+
+    def _load_chat_work(self, repo: Repository, platform: str, item: OutboxItem) -> _ChatWork:
+        ticket = repo.ticket_by_id(item.ticket_id)
+        articles = repo.articles(item.ticket_id)
+        first = articles[0] if articles else None
+        article: Article | None = None
+        if item.article_id is not None:
+            article = next((a for a in articles if a.id == item.article_id), None)
+        queue = self._config.queue(ticket.queue)
+        return _ChatWork(
+            room=queue.bindings(self._config).get(platform),
+            post=repo.chat_post(item.ticket_id, platform),
+            ticket=ticket_view(ticket, first, self._config.tickets.preview_lines),
+            first=article_view(first) if first is not None else None,
+            article=article_view(article) if article is not None else None,
+        )
+
+    async def _retry(self, item: OutboxItem, exc: Exception) -> None:
+        attempts = item.attempts + 1
+        delay = min(3600.0, self._config.outbox.retry_seconds * 2 ** (attempts - 1))
+        if isinstance(exc, NotReady):
+            delay = min(delay, 5.0)
+        log.warning(
+            "outbox %s item %s (%s) failed (attempt %d), retrying in %.0fs: %s",
+            item.channel,
+            item.id,
+            item.kind,
+            attempts,
+            delay,
+            exc,
+        )
+        retry_at = self._clock.now() + timedelta(seconds=delay)
+        await self._store.run(lambda repo: repo.outbox_retry(item.id, str(exc)[:500], retry_at))
+
+    # --- email -------------------------------------------------------------------------------
+
+    async def _send_reply(self, item: OutboxItem) -> None:
+        assert self._sender is not None and item.article_id is not None
+        article_id = item.article_id
+        loaded = await self._store.run(lambda repo: self._load_reply(repo, article_id))
+        article, message = loaded
+        if article.send_state is SendState.SENT:
+            await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
+            return
+        await self._sender.send(message)
+        await self._store.run(lambda repo: self._mark_sent(repo, item, article_id))
+        self.wake()
+        log.info("reply %s sent to %s", message.message_id, ", ".join(a.email for a in message.to))
+
+    def _load_reply(self, repo: Repository, article_id: int) -> tuple[Article, OutgoingEmail]:
+        article = repo.article(article_id)
+        ticket = repo.ticket_by_id(article.ticket_id)
+        queue = self._config.queue(ticket.queue)
+        assert article.kind is ArticleKind.REPLY and article.message_id
+        message = OutgoingEmail(
+            sender=Address(queue.reply_address, queue.sender_name),
+            to=tuple(Address(address) for address in article.to),
+            subject=article.subject,
+            text=article.body,
+            message_id=article.message_id,
+            in_reply_to=article.in_reply_to,
+            references=article.references,
+        )
+        return article, message
+
+    def _mark_sent(self, repo: Repository, item: OutboxItem, article_id: int) -> None:
+        now = self._clock.now()
+        article = repo.article(article_id)
+        article.send_state = SendState.SENT
+        article.sent_at = now
+        article.send_attempts = item.attempts + 1
+        article.last_error = ""
+        repo.save_article_sending(article)
+        repo.outbox_done(item.id, now)
+        if item.attempts > 0:
+            self._notify_thread(
+                repo, article.ticket_id, f"✉ Reply sent after {item.attempts + 1} attempts."
+            )
+
+    async def _mail_failed(self, item: OutboxItem, exc: MailSendError) -> None:
+        attempts = item.attempts + 1
+        give_up = not exc.temporary or attempts >= self._config.outbox.max_attempts
+        delay = min(3600.0, self._config.outbox.retry_seconds * 2 ** (attempts - 1))
+        now = self._clock.now()
+        assert item.article_id is not None
+        article_id = item.article_id
+
+        def record(repo: Repository) -> None:
+            article = repo.article(article_id)
+            article.send_attempts = attempts
+            article.last_error = str(exc)[:500]
+            if give_up:
+                article.send_state = SendState.FAILED
+                repo.outbox_failed(item.id, str(exc)[:500], now)
+                text = f"✖ The reply could not be sent and was given up: {exc}"
+            else:
+                repo.outbox_retry(item.id, str(exc)[:500], now + timedelta(seconds=delay))
+                text = f"⚠ The reply could not be sent yet ({exc}); retrying in {delay:.0f} s."
+            repo.save_article_sending(article)
+            if give_up or attempts == 1:
+                self._notify_thread(repo, article.ticket_id, text)
+
+        await self._store.run(record)
+        log.warning("reply for item %s failed (attempt %d): %s", item.id, attempts, exc)
+        self.wake()
+
+    def _notify_thread(self, repo: Repository, ticket_id: int, text: str) -> None:
+        ticket = repo.ticket_by_id(ticket_id)
+        now = self._clock.now()
+        for channel in self._config.queue(ticket.queue).bindings(self._config):
+            repo.enqueue(channel, "notice", ticket_id, now, payload={"text": text})

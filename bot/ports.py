@@ -1,0 +1,103 @@
+"""The interfaces the core needs from the outside world.
+
+Adapters and storage implement these; the core depends only on the protocols, so
+it can be tested with real storage on a temporary SQLite file and recorded chat
+gateways, and a new chat platform is a new implementation, never new core logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from bot.mail import InboundEmail, OutgoingEmail
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Where the core reads the time, so tests can move it instead of sleeping."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock: timezone-aware UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class MailKey:
+    """Where one message sits in a mail source, so intake can mark it done later.
+
+    ``source`` names the mailbox (``imap:user@host:port/INBOX``, ``maildir:/path``),
+    ``validity`` is the IMAP UIDVALIDITY (0 for a Maildir) and ``item`` the UID as
+    text or the Maildir file key.
+    """
+
+    source: str
+    validity: int
+    item: str
+
+
+@dataclass(frozen=True)
+class MailCursor:
+    """How far an IMAP folder has been taken in: its UIDVALIDITY and the highest stored UID."""
+
+    validity: int
+    last_uid: int
+
+
+@dataclass(frozen=True)
+class IntakeOutcome:
+    """What intake did with one message."""
+
+    ticket_number: str
+    created: bool  # a new ticket (False: follow-up, or a duplicate)
+    duplicate: bool  # the Message-ID was already stored; nothing new was written
+
+
+class MailIntake(Protocol):
+    """What a mail source adapter (IMAP, Maildir) calls.
+
+    The contract that keeps mail from being lost or doubled: call :meth:`ingest`,
+    and only after it returns flag or move the message on the server, then call
+    :meth:`mark_done`. After a crash, :meth:`pending_done` lists messages whose
+    ticket is committed but which were never flagged, so the adapter can finish.
+    """
+
+    async def ingest(self, email: InboundEmail, key: MailKey) -> IntakeOutcome: ...
+
+    async def cursor(self, source: str) -> MailCursor | None: ...
+
+    async def reset_cursor(self, source: str, validity: int) -> None: ...
+
+    async def pending_done(self, source: str) -> list[MailKey]: ...
+
+    async def mark_done(self, key: MailKey) -> None: ...
+
+
+class MailSender(Protocol):
+    """Sends one reply. Raises :class:`MailSendError` on failure (``temporary`` says whether to retry)."""
+
+    async def send(self, message: OutgoingEmail) -> None: ...
+
+
+class MailSendError(Exception):
+    """Sending failed; ``temporary`` is True where a later retry may succeed (4xx, network)."""
+
+    def __init__(self, message: str, *, temporary: bool = True) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+class Scheduler(Protocol):
+    """Runs periodic jobs; keyed so a job can be replaced or cancelled."""
+
+    def every(self, key: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None: ...
+
+    def cancel(self, key: str) -> None: ...

@@ -1,0 +1,144 @@
+"""What the core needs from storage, as one synchronous unit of work.
+
+Core services are written as plain functions of a :class:`Repository`; the store
+runs each one inside a single database transaction on its database thread
+(``await store.run(fn)``). So every decision that reads before it writes (is this
+Message-ID known? what is the next ticket number?) is atomic, and nothing done in
+one call is half-committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol, TypeVar
+
+from bot.domain import Actor, Article, Ticket
+from bot.mail import AttachmentData
+from bot.ports import MailCursor, MailKey
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One piece of work for an adapter: a chat post or an email to send.
+
+    Written in the same transaction as the change that caused it, so a crash can
+    delay it but never lose it; the adapter marks it done after it succeeded.
+    """
+
+    id: int
+    channel: str  # "email" or a chat adapter's name ("matrix", "console", ...)
+    kind: str  # post_ticket | post_article | update_ticket | notice | send_reply
+    ticket_id: int
+    article_id: int | None
+    payload: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+
+    @property
+    def key(self) -> str:
+        """A stable identifier for idempotent sends (Matrix transaction ids)."""
+        return f"ticketbot-{self.id}"
+
+
+@dataclass(frozen=True)
+class ChatPost:
+    """Where a ticket is shown on one chat platform: its room and root message."""
+
+    ticket_id: int
+    platform: str
+    room: str
+    root_ref: str
+
+
+class Repository(Protocol):
+    # tickets
+    def ticket_by_id(self, ticket_id: int) -> Ticket: ...
+
+    def ticket_by_number(self, number: str) -> Ticket | None: ...
+
+    def ticket_by_message_ids(self, message_ids: Sequence[str]) -> Ticket | None: ...
+
+    def message_id_exists(self, message_id: str) -> bool: ...
+
+    def next_ticket_number(self, day: date, system_id: int) -> str: ...
+
+    def add_ticket(self, ticket: Ticket) -> Ticket: ...
+
+    def save_ticket(self, ticket: Ticket) -> None:
+        """Save with a version check; raises ConcurrentUpdate if someone saved first."""
+
+    # articles
+    def add_article(
+        self,
+        article: Article,
+        raw: bytes | None = None,
+        attachments: Sequence[AttachmentData] = (),
+    ) -> Article: ...
+
+    def article(self, article_id: int) -> Article: ...
+
+    def articles(self, ticket_id: int) -> list[Article]: ...
+
+    def save_article_sending(self, article: Article) -> None: ...
+
+    # outbox
+    def enqueue(
+        self,
+        channel: str,
+        kind: str,
+        ticket_id: int,
+        now: datetime,
+        article_id: int | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]: ...
+
+    def outbox_done(self, item_id: int, now: datetime) -> None: ...
+
+    def outbox_retry(self, item_id: int, error: str, retry_at: datetime) -> None: ...
+
+    def outbox_failed(self, item_id: int, error: str, now: datetime) -> None: ...
+
+    def outbox_pending_count(self, channel: str | None = None) -> int: ...
+
+    def next_outbox_due(self, channel: str) -> datetime | None: ...
+
+    # chat posts
+    def chat_post(self, ticket_id: int, platform: str) -> ChatPost | None: ...
+
+    def add_chat_post(self, post: ChatPost, now: datetime) -> None: ...
+
+    def ticket_by_chat_ref(self, platform: str, ref: str) -> Ticket | None: ...
+
+    # audit
+    def audit(
+        self, at: datetime, actor: Actor, action: str, ticket_id: int | None, detail: str = ""
+    ) -> None: ...
+
+    # mail sources
+    def cursor(self, source: str) -> MailCursor | None: ...
+
+    def set_cursor(self, source: str, validity: int, last_uid: int) -> None: ...
+
+    def record_intake(
+        self, key: MailKey, message_id: str, ticket_id: int | None, now: datetime
+    ) -> None: ...
+
+    def intake_pending(self, source: str) -> list[MailKey]: ...
+
+    def intake_done(self, key: MailKey, now: datetime) -> None: ...
+
+    # queues
+    def sync_queues(self, names: Sequence[str]) -> None: ...
+
+
+class Store(Protocol):
+    """Runs units of work in transactions, off the event loop."""
+
+    async def run(self, work: Callable[[Repository], T]) -> T: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,47 @@
+"""Which queue a new mail belongs to, and which ticket a follow-up belongs to."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date
+
+from bot.config import QueueConfig
+from bot.mail import InboundEmail
+
+TICKET_TAG = re.compile(r"\[Ticket#\s*(\d{10,20})\]", re.IGNORECASE)
+_REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|fw|fwd|wg|tr|antw)\s*(\[\d+\])?\s*:\s*)+", re.I)
+
+
+def route_queue(email: InboundEmail, queues: Sequence[QueueConfig]) -> QueueConfig:
+    """The queue of the first recipient (To, then Cc, then Delivered-To) that a queue owns.
+
+    Mail to no known address goes to the default queue, so nothing is dropped.
+    """
+    by_address = {address: queue for queue in queues for address in queue.addresses}
+    for recipient in email.recipients:
+        queue = by_address.get(recipient.email.lower())
+        if queue is not None:
+            return queue
+    return next(q for q in queues if q.default)
+
+
+def ticket_number_in_subject(subject: str) -> str | None:
+    match = TICKET_TAG.search(subject)
+    return match.group(1) if match else None
+
+
+def format_ticket_number(day: date, system_id: int, counter: int) -> str:
+    """OTRS-style date-based numbers: YYYYMMDD + two-digit system id + daily counter.
+
+    Volunteers and requesters can read a ticket's day from its number, and two
+    installations with different system ids never hand out the same number.
+    """
+    return f"{day:%Y%m%d}{system_id:02d}{counter:06d}"
+
+
+def reply_subject(number: str, subject: str) -> str:
+    """``Re: [Ticket#N] subject`` without piling up Re: prefixes or repeating the tag."""
+    clean = TICKET_TAG.sub("", subject)
+    clean = _REPLY_PREFIX.sub("", clean).strip() or "(no subject)"
+    return f"Re: [Ticket#{number}] {clean}"

@@ -1,0 +1,176 @@
+"""The database tables, as peewee models.
+
+These describe the schema *now*. The schema on disk is built by the numbered steps
+in :mod:`storage.migrations`; a test checks that migrating an empty database
+gives exactly these tables and columns, so a change here without a migration fails.
+"""
+
+from __future__ import annotations
+
+from peewee import (
+    BlobField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from storage.fields import UtcDateTimeField
+
+database_proxy = DatabaseProxy()
+
+
+class BaseModel(Model):  # type: ignore[misc]
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField()
+
+
+class Queue(BaseModel):
+    name = CharField(unique=True)
+    created_at = UtcDateTimeField()
+
+
+class Ticket(BaseModel):
+    number = CharField(unique=True)
+    queue = ForeignKeyField(Queue, backref="tickets", on_delete="RESTRICT")
+    state = CharField(index=True)
+    owner = TextField(null=True)
+    owner_name = TextField(null=True)
+    subject = TextField()
+    requester_email = TextField(index=True)
+    requester_name = TextField()
+    created_at = UtcDateTimeField()
+    updated_at = UtcDateTimeField()
+    version = IntegerField(default=0)
+
+
+class RawMessage(BaseModel):
+    """The bytes of every received mail, exactly as fetched: the ticket's evidence."""
+
+    sha256 = CharField(index=True)
+    size = IntegerField()
+    data = BlobField()
+
+
+class Article(BaseModel):
+    ticket = ForeignKeyField(Ticket, backref="articles", on_delete="RESTRICT")
+    kind = CharField()
+    author = TextField()
+    author_name = TextField()
+    subject = TextField()
+    body = TextField()
+    message_id = TextField(null=True, unique=True)
+    in_reply_to = TextField()
+    references = TextField()  # JSON list
+    to_addrs = TextField()  # JSON list
+    cc_addrs = TextField()  # JSON list
+    auto_kind = CharField()
+    raw = ForeignKeyField(RawMessage, null=True, on_delete="RESTRICT")
+    send_state = CharField(null=True)
+    send_attempts = IntegerField(default=0)
+    sent_at = UtcDateTimeField(null=True)
+    last_error = TextField()
+    created_at = UtcDateTimeField()
+
+
+class Attachment(BaseModel):
+    article = ForeignKeyField(Article, backref="attachment_rows", on_delete="RESTRICT")
+    filename = TextField()
+    content_type = TextField()
+    size = IntegerField()
+    sha256 = CharField(index=True)
+    data = BlobField()
+
+
+class ChatPost(BaseModel):
+    ticket = ForeignKeyField(Ticket, backref="chat_posts", on_delete="RESTRICT")
+    platform = CharField()
+    room = TextField()
+    root_ref = TextField()
+    created_at = UtcDateTimeField()
+
+    class Meta:
+        indexes = ((("ticket", "platform"), True), (("platform", "root_ref"), False))
+
+
+class MailboxCursor(BaseModel):
+    source = TextField(unique=True)
+    validity = IntegerField()
+    last_uid = IntegerField()
+
+
+class IntakeRecord(BaseModel):
+    """One message taken in from a mail source; ``done_at`` is set once it is flagged there."""
+
+    source = TextField()
+    validity = IntegerField()
+    item = TextField()
+    message_id = TextField()
+    ticket = ForeignKeyField(Ticket, null=True, on_delete="RESTRICT")
+    committed_at = UtcDateTimeField()
+    done_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("source", "validity", "item"), True), (("source", "done_at"), False))
+
+
+class OutboxEntry(BaseModel):
+    channel = CharField()
+    kind = CharField()
+    ticket = ForeignKeyField(Ticket, on_delete="RESTRICT")
+    article = ForeignKeyField(Article, null=True, on_delete="RESTRICT")
+    payload = TextField()  # JSON object
+    state = CharField()  # pending | done | failed
+    attempts = IntegerField(default=0)
+    next_attempt_at = UtcDateTimeField()
+    last_error = TextField()
+    created_at = UtcDateTimeField()
+    done_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "outbox"
+        indexes = ((("channel", "state", "next_attempt_at"), False),)
+
+
+class AuditEntry(BaseModel):
+    """Who did what, when. Written by every action; never updated or deleted by the bot."""
+
+    at = UtcDateTimeField(index=True)
+    actor_platform = CharField()
+    actor_id = TextField(index=True)
+    actor_name = TextField()
+    action = CharField()
+    ticket = ForeignKeyField(Ticket, null=True, on_delete="RESTRICT")
+    detail = TextField()
+
+    class Meta:
+        table_name = "audit_log"
+
+
+class TicketCounter(BaseModel):
+    day = CharField(unique=True)
+    value = IntegerField()
+
+
+ALL_MODELS: list[type[BaseModel]] = [
+    SchemaVersion,
+    Queue,
+    Ticket,
+    RawMessage,
+    Article,
+    Attachment,
+    ChatPost,
+    MailboxCursor,
+    IntakeRecord,
+    OutboxEntry,
+    AuditEntry,
+    TicketCounter,
+]

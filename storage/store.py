@@ -1,0 +1,481 @@
+"""The peewee store: the core's :class:`bot.repository.Repository` on SQLite or PostgreSQL.
+
+peewee is synchronous, so every unit of work runs on one database thread (SQLite
+has a single writer anyway) and the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from peewee import Database, IntegrityError, fn
+
+from bot import domain
+from bot.mail import AttachmentData
+from bot.ports import MailCursor, MailKey
+from bot.repository import ChatPost, OutboxItem
+from bot.routing import format_ticket_number
+from storage import models as m
+from storage.database import is_sqlite, open_database
+from storage.migrations import migrate
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class SqlStore:
+    """Runs units of work in transactions on a single database thread."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketbot-db")
+        self._repository = PeeweeRepository()
+
+    @classmethod
+    async def open(cls, url: str) -> SqlStore:
+        """Open the database and bring its schema up to date."""
+        store = cls(open_database(url))
+        await store._call(store._setup)
+        return store
+
+    def _setup(self) -> None:
+        m.database_proxy.initialize(self.db)
+        self.db.connect(reuse_if_open=True)
+        applied = migrate(self.db)
+        if applied:
+            log.info("database schema upgraded (%d step(s))", applied)
+
+    async def _call(self, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work)
+
+    async def run(self, work: Callable[[PeeweeRepository], T]) -> T:
+        return await self._call(lambda: self._in_transaction(work))
+
+    def _in_transaction(self, work: Callable[[PeeweeRepository], T]) -> T:
+        self.db.connect(reuse_if_open=True)
+        tx = self.db.atomic(lock_type="IMMEDIATE") if is_sqlite(self.db) else self.db.atomic()
+        with tx:
+            return work(self._repository)
+
+    async def close(self) -> None:
+        await self._call(self.db.close)
+        self._executor.shutdown(wait=True)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values))
+
+
+def _tuple(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text or "[]"))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class PeeweeRepository:
+    """Implements :class:`bot.repository.Repository`; every method runs inside a transaction."""
+
+    # --- tickets -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _ticket(row: m.Ticket) -> domain.Ticket:
+        return domain.Ticket(
+            id=row.id,
+            number=row.number,
+            queue=row.queue.name,
+            subject=row.subject,
+            requester_email=row.requester_email,
+            requester_name=row.requester_name,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            state=domain.TicketState(row.state),
+            owner=row.owner,
+            owner_name=row.owner_name,
+            version=row.version,
+        )
+
+    def _ticket_query(self) -> Any:
+        return m.Ticket.select(m.Ticket, m.Queue).join(m.Queue)
+
+    def ticket_by_id(self, ticket_id: int) -> domain.Ticket:
+        return self._ticket(self._ticket_query().where(m.Ticket.id == ticket_id).get())
+
+    def ticket_by_number(self, number: str) -> domain.Ticket | None:
+        row = self._ticket_query().where(m.Ticket.number == number).first()
+        return self._ticket(row) if row else None
+
+    def ticket_by_message_ids(self, message_ids: Sequence[str]) -> domain.Ticket | None:
+        ids = [i for i in message_ids if i][:100]
+        if not ids:
+            return None
+        article = (
+            m.Article.select(m.Article.ticket)
+            .where(m.Article.message_id.in_(ids))
+            .order_by(m.Article.id.desc())
+            .first()
+        )
+        return self.ticket_by_id(article.ticket_id) if article else None
+
+    def message_id_exists(self, message_id: str) -> bool:
+        return bool(m.Article.select().where(m.Article.message_id == message_id).exists())
+
+    def next_ticket_number(self, day: date, system_id: int) -> str:
+        key = day.isoformat()
+        updated = (
+            m.TicketCounter.update(value=m.TicketCounter.value + 1)
+            .where(m.TicketCounter.day == key)
+            .execute()
+        )
+        if not updated:
+            m.TicketCounter.create(day=key, value=1)
+        value = m.TicketCounter.get(m.TicketCounter.day == key).value
+        return format_ticket_number(day, system_id, value)
+
+    def _queue_id(self, name: str) -> int:
+        row = m.Queue.get_or_none(m.Queue.name == name)
+        if row is None:
+            row = m.Queue.create(name=name, created_at=datetime.now(UTC))
+        return int(row.id)
+
+    def add_ticket(self, ticket: domain.Ticket) -> domain.Ticket:
+        row = m.Ticket.create(
+            number=ticket.number,
+            queue=self._queue_id(ticket.queue),
+            state=ticket.state.value,
+            owner=ticket.owner,
+            owner_name=ticket.owner_name,
+            subject=ticket.subject,
+            requester_email=ticket.requester_email,
+            requester_name=ticket.requester_name,
+            created_at=ticket.created_at,
+            updated_at=ticket.updated_at,
+            version=0,
+        )
+        ticket.id = row.id
+        ticket.version = 0
+        return ticket
+
+    def save_ticket(self, ticket: domain.Ticket) -> None:
+        updated = (
+            m.Ticket.update(
+                queue=self._queue_id(ticket.queue),
+                state=ticket.state.value,
+                owner=ticket.owner,
+                owner_name=ticket.owner_name,
+                subject=ticket.subject,
+                updated_at=ticket.updated_at,
+                version=ticket.version + 1,
+            )
+            .where((m.Ticket.id == ticket.id) & (m.Ticket.version == ticket.version))
+            .execute()
+        )
+        if updated != 1:
+            raise domain.ConcurrentUpdate()
+        ticket.version += 1
+
+    # --- articles ----------------------------------------------------------------------------
+
+    def add_article(
+        self,
+        article: domain.Article,
+        raw: bytes | None = None,
+        attachments: Sequence[AttachmentData] = (),
+    ) -> domain.Article:
+        raw_row = None
+        if raw is not None:
+            raw_row = m.RawMessage.create(sha256=_sha256(raw), size=len(raw), data=raw)
+        row = m.Article.create(
+            ticket=article.ticket_id,
+            kind=article.kind.value,
+            author=article.author,
+            author_name=article.author_name,
+            subject=article.subject,
+            body=article.body,
+            message_id=article.message_id,
+            in_reply_to=article.in_reply_to,
+            references=_json_list(article.references),
+            to_addrs=_json_list(article.to),
+            cc_addrs=_json_list(article.cc),
+            auto_kind=article.auto_kind,
+            raw=raw_row,
+            send_state=article.send_state.value if article.send_state else None,
+            send_attempts=article.send_attempts,
+            sent_at=article.sent_at,
+            last_error=article.last_error,
+            created_at=article.created_at,
+        )
+        for attachment in attachments:
+            m.Attachment.create(
+                article=row,
+                filename=attachment.filename,
+                content_type=attachment.content_type,
+                size=len(attachment.data),
+                sha256=_sha256(attachment.data),
+                data=attachment.data,
+            )
+            article.attachments.append(
+                domain.AttachmentInfo(
+                    attachment.filename, attachment.content_type, len(attachment.data)
+                )
+            )
+        article.id = row.id
+        return article
+
+    @staticmethod
+    def _article(row: m.Article, files: list[domain.AttachmentInfo]) -> domain.Article:
+        return domain.Article(
+            id=row.id,
+            ticket_id=row.ticket_id,
+            kind=domain.ArticleKind(row.kind),
+            author=row.author,
+            author_name=row.author_name,
+            subject=row.subject,
+            body=row.body,
+            created_at=row.created_at,
+            message_id=row.message_id,
+            in_reply_to=row.in_reply_to,
+            references=_tuple(row.references),
+            to=_tuple(row.to_addrs),
+            cc=_tuple(row.cc_addrs),
+            auto_kind=row.auto_kind,
+            send_state=domain.SendState(row.send_state) if row.send_state else None,
+            send_attempts=row.send_attempts,
+            sent_at=row.sent_at,
+            last_error=row.last_error,
+            attachments=files,
+        )
+
+    def _attachment_infos(self, article_ids: list[int]) -> dict[int, list[domain.AttachmentInfo]]:
+        found: dict[int, list[domain.AttachmentInfo]] = {}
+        if not article_ids:
+            return found
+        query = (
+            m.Attachment.select(
+                m.Attachment.article,
+                m.Attachment.filename,
+                m.Attachment.content_type,
+                m.Attachment.size,
+            )
+            .where(m.Attachment.article.in_(article_ids))
+            .order_by(m.Attachment.id)
+        )
+        for row in query:
+            found.setdefault(row.article_id, []).append(
+                domain.AttachmentInfo(row.filename, row.content_type, row.size)
+            )
+        return found
+
+    def article(self, article_id: int) -> domain.Article:
+        row = m.Article.get_by_id(article_id)
+        return self._article(row, self._attachment_infos([row.id]).get(row.id, []))
+
+    def articles(self, ticket_id: int) -> list[domain.Article]:
+        rows = list(m.Article.select().where(m.Article.ticket == ticket_id).order_by(m.Article.id))
+        files = self._attachment_infos([r.id for r in rows])
+        return [self._article(r, files.get(r.id, [])) for r in rows]
+
+    def save_article_sending(self, article: domain.Article) -> None:
+        m.Article.update(
+            send_state=article.send_state.value if article.send_state else None,
+            send_attempts=article.send_attempts,
+            sent_at=article.sent_at,
+            last_error=article.last_error,
+        ).where(m.Article.id == article.id).execute()
+
+    # --- outbox ------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        channel: str,
+        kind: str,
+        ticket_id: int,
+        now: datetime,
+        article_id: int | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        m.OutboxEntry.create(
+            channel=channel,
+            kind=kind,
+            ticket=ticket_id,
+            article=article_id,
+            payload=json.dumps(payload or {}),
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            last_error="",
+            created_at=now,
+        )
+
+    def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]:
+        rows = (
+            m.OutboxEntry.select()
+            .where(
+                (m.OutboxEntry.channel == channel)
+                & (m.OutboxEntry.state == "pending")
+                & (m.OutboxEntry.next_attempt_at <= now)
+            )
+            .order_by(m.OutboxEntry.id)
+            .limit(limit)
+        )
+        return [
+            OutboxItem(
+                id=r.id,
+                channel=r.channel,
+                kind=r.kind,
+                ticket_id=r.ticket_id,
+                article_id=r.article_id,
+                payload=json.loads(r.payload or "{}"),
+                attempts=r.attempts,
+            )
+            for r in rows
+        ]
+
+    def outbox_done(self, item_id: int, now: datetime) -> None:
+        m.OutboxEntry.update(state="done", done_at=now).where(m.OutboxEntry.id == item_id).execute()
+
+    def outbox_retry(self, item_id: int, error: str, retry_at: datetime) -> None:
+        m.OutboxEntry.update(
+            attempts=m.OutboxEntry.attempts + 1, last_error=error, next_attempt_at=retry_at
+        ).where(m.OutboxEntry.id == item_id).execute()
+
+    def outbox_failed(self, item_id: int, error: str, now: datetime) -> None:
+        m.OutboxEntry.update(
+            state="failed", attempts=m.OutboxEntry.attempts + 1, last_error=error, done_at=now
+        ).where(m.OutboxEntry.id == item_id).execute()
+
+    def outbox_pending_count(self, channel: str | None = None) -> int:
+        query = m.OutboxEntry.select().where(m.OutboxEntry.state == "pending")
+        if channel is not None:
+            query = query.where(m.OutboxEntry.channel == channel)
+        return int(query.count())
+
+    def next_outbox_due(self, channel: str) -> datetime | None:
+        value = (
+            m.OutboxEntry.select(fn.MIN(m.OutboxEntry.next_attempt_at))
+            .where((m.OutboxEntry.channel == channel) & (m.OutboxEntry.state == "pending"))
+            .scalar(convert=True)
+        )
+        if isinstance(value, str):  # SQLite aggregate: no column type to convert with
+            value = datetime.fromisoformat(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    # --- chat posts --------------------------------------------------------------------------
+
+    def chat_post(self, ticket_id: int, platform: str) -> ChatPost | None:
+        row = m.ChatPost.get_or_none(
+            (m.ChatPost.ticket == ticket_id) & (m.ChatPost.platform == platform)
+        )
+        return ChatPost(row.ticket_id, row.platform, row.room, row.root_ref) if row else None
+
+    def add_chat_post(self, post: ChatPost, now: datetime) -> None:
+        m.ChatPost.create(
+            ticket=post.ticket_id,
+            platform=post.platform,
+            room=post.room,
+            root_ref=post.root_ref,
+            created_at=now,
+        )
+
+    def ticket_by_chat_ref(self, platform: str, ref: str) -> domain.Ticket | None:
+        row = m.ChatPost.get_or_none(
+            (m.ChatPost.platform == platform) & (m.ChatPost.root_ref == ref)
+        )
+        return self.ticket_by_id(row.ticket_id) if row else None
+
+    # --- audit -------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        at: datetime,
+        actor: domain.Actor,
+        action: str,
+        ticket_id: int | None,
+        detail: str = "",
+    ) -> None:
+        m.AuditEntry.create(
+            at=at,
+            actor_platform=actor.platform,
+            actor_id=actor.user_id,
+            actor_name=actor.display_name,
+            action=action,
+            ticket=ticket_id,
+            detail=detail,
+        )
+
+    # --- mail sources ------------------------------------------------------------------------
+
+    def cursor(self, source: str) -> MailCursor | None:
+        row = m.MailboxCursor.get_or_none(m.MailboxCursor.source == source)
+        return MailCursor(row.validity, row.last_uid) if row else None
+
+    def set_cursor(self, source: str, validity: int, last_uid: int) -> None:
+        updated = (
+            m.MailboxCursor.update(validity=validity, last_uid=last_uid)
+            .where(m.MailboxCursor.source == source)
+            .execute()
+        )
+        if not updated:
+            m.MailboxCursor.create(source=source, validity=validity, last_uid=last_uid)
+
+    def record_intake(
+        self, key: MailKey, message_id: str, ticket_id: int | None, now: datetime
+    ) -> None:
+        exists = (
+            m.IntakeRecord.select()
+            .where(
+                (m.IntakeRecord.source == key.source)
+                & (m.IntakeRecord.validity == key.validity)
+                & (m.IntakeRecord.item == key.item)
+            )
+            .exists()
+        )
+        if not exists:
+            m.IntakeRecord.create(
+                source=key.source,
+                validity=key.validity,
+                item=key.item,
+                message_id=message_id,
+                ticket=ticket_id,
+                committed_at=now,
+            )
+
+    def intake_pending(self, source: str) -> list[MailKey]:
+        rows = (
+            m.IntakeRecord.select()
+            .where((m.IntakeRecord.source == source) & (m.IntakeRecord.done_at.is_null()))
+            .order_by(m.IntakeRecord.id)
+        )
+        return [MailKey(r.source, r.validity, r.item) for r in rows]
+
+    def intake_done(self, key: MailKey, now: datetime) -> None:
+        m.IntakeRecord.update(done_at=now).where(
+            (m.IntakeRecord.source == key.source)
+            & (m.IntakeRecord.validity == key.validity)
+            & (m.IntakeRecord.item == key.item)
+        ).execute()
+
+    # --- queues ------------------------------------------------------------------------------
+
+    def sync_queues(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._queue_id(name)
+
+    # --- counts for tests and status ------------------------------------------------------
+
+    def count_tickets(self) -> int:
+        return int(m.Ticket.select().count())
+
+
+__all__ = ["IntegrityError", "PeeweeRepository", "SqlStore"]
