@@ -89,9 +89,7 @@ def _setup_logging(level: str) -> None:
 def _summary(config: Config) -> str:
     mail = config.mail
     intake = [
-        name
-        for name, part in (("imap", mail.imap), ("maildir", mail.maildir))
-        if part is not None
+        name for name, part in (("imap", mail.imap), ("maildir", mail.maildir)) if part is not None
     ]
     lines = [
         f"{config.path}: OK",

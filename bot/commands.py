@@ -1,4 +1,4 @@
-"""The one command vocabulary every adapter shares: claim, unclaim, reply, note, close, reopen, show.
+"""The one command vocabulary every adapter shares: claim, reply, note, close, and the rest.
 
 Adapters turn a chat message, a reaction or a slash command into a
 :class:`CommandRequest`; this module finds the ticket, checks that the actor is a
@@ -100,7 +100,9 @@ def parse_command(text: str, prefix: str = "!") -> tuple[str, str] | None:
 
 def help_text(prefix: str = "!") -> str:
     lines = [f"{prefix}{spec.usage} — {spec.summary}" for spec in COMMANDS.values()]
-    lines.append("Inside a ticket's thread the number may be left out. Reactions: ✋ claim, ✅ close.")
+    lines.append(
+        "Inside a ticket's thread the number may be left out. Reactions: ✋ claim, ✅ close."
+    )
     return "\n".join(lines)
 
 
@@ -128,7 +130,9 @@ class CommandService:
         if spec is None:
             return CommandResult(False, f"Unknown command {request.name!r}. Try help.")
         if request.name == "help":
-            return CommandResult(True, help_text("/" if request.context.platform == "discord" else "!"))
+            return CommandResult(
+                True, help_text("/" if request.context.platform == "discord" else "!")
+            )
         try:
             result = await self._store.run(lambda repo: self._execute(repo, spec, request))
         except TicketError as exc:
@@ -138,7 +142,9 @@ class CommandService:
             log.info("%s by %s on %s", request.name, request.actor.user_id, result.ticket_number)
         return result
 
-    def _execute(self, repo: Repository, spec: CommandSpec, request: CommandRequest) -> CommandResult:
+    def _execute(
+        self, repo: Repository, spec: CommandSpec, request: CommandRequest
+    ) -> CommandResult:
         number, text = self._split_number(request.args)
         ticket = self._find_ticket(repo, number, request.context)
         queue = self._config.queue(ticket.queue)

@@ -196,7 +196,7 @@ class _Section:
             )
         if kind is str and not value.strip():  # type: ignore[attr-defined]
             raise ConfigError(self.key(name), "must not be empty")
-        return value  # type: ignore[no-any-return]
+        return value
 
     def strings(self, name: str) -> tuple[str, ...]:
         self.used.add(name)
@@ -220,7 +220,7 @@ class _Section:
         return value
 
     def secret(self, name: str, *, required: bool) -> str | None:
-        """A secret given inline as ``name`` or as the environment variable named by ``name_env``."""
+        """A secret given inline as ``name``, or in the environment variable ``name_env`` names."""
         inline = self.opt(name, str)
         env_name = self.opt(f"{name}_env", str)
         if inline is not None and env_name is not None:

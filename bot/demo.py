@@ -31,7 +31,11 @@ def seed_samples(maildir: Path) -> int:
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
     samples = sorted(
-        (p for p in resources.files("bot").joinpath("demo_mail").iterdir() if p.name.endswith(".eml")),
+        (
+            p
+            for p in resources.files("bot").joinpath("demo_mail").iterdir()
+            if p.name.endswith(".eml")
+        ),
         key=lambda p: p.name,
     )
     stamp = int(time.time())
@@ -42,7 +46,9 @@ def seed_samples(maildir: Path) -> int:
     return len(samples)
 
 
-async def run_demo(config: Config, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+async def run_demo(
+    config: Config, stdin: TextIO | None = None, stdout: TextIO | None = None
+) -> None:
     if config.mail.maildir is None:
         raise ConfigError("mail.maildir", "the demo reads its sample mail from a Maildir")
     if config.console is None or not config.console.enabled:
@@ -54,7 +60,9 @@ async def run_demo(config: Config, stdin: TextIO | None = None, stdout: TextIO |
         seed_samples(config.mail.maildir.path)
     outgoing = config.mail.files.path if config.mail.files else "SMTP"
     print(
-        BANNER.format(user=config.console.user, maildir=config.mail.maildir.path, outgoing=outgoing),
+        BANNER.format(
+            user=config.console.user, maildir=config.mail.maildir.path, outgoing=outgoing
+        ),
         file=out,
         flush=True,
     )

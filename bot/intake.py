@@ -95,7 +95,11 @@ class IntakeService:
                 repo.enqueue(channel, "post_article", _id(ticket), now, article_id=article.id)
                 if reopened:
                     repo.enqueue(
-                        channel, "notice", _id(ticket), now, payload={"text": "↺ Reopened by a new email"}
+                        channel,
+                        "notice",
+                        _id(ticket),
+                        now,
+                        payload={"text": "↺ Reopened by a new email"},
                     )
                     repo.enqueue(channel, "update_ticket", _id(ticket), now)
             if reopened:
@@ -137,9 +141,7 @@ class IntakeService:
     def _advance_cursor(repo: Repository, key: MailKey) -> None:
         if key.item.isdigit():
             cursor = repo.cursor(key.source)
-            if cursor is None or cursor.validity != key.validity:
-                repo.set_cursor(key.source, key.validity, int(key.item))
-            elif int(key.item) > cursor.last_uid:
+            if cursor is None or cursor.validity != key.validity or int(key.item) > cursor.last_uid:
                 repo.set_cursor(key.source, key.validity, int(key.item))
 
     async def cursor(self, source: str) -> MailCursor | None:

@@ -12,10 +12,11 @@ with the same Message-ID, so the receiving side can tell.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.chat import ArticleView, ChatGateway, TicketView, article_view, ticket_view
 from bot.config import Config
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 EMAIL = "email"
 _BATCH = 50
+
+
+def _due_items(channel: str, now: datetime) -> Callable[[Repository], list[OutboxItem]]:
+    return lambda repo: repo.due_outbox(channel, now, _BATCH)
 
 
 class NotReady(Exception):
@@ -91,10 +96,8 @@ class OutboxDispatcher:
             except Exception:
                 log.exception("outbox %s: unexpected error; retrying", channel)
             wait = await self._seconds_until_due(channel)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=wait)
-            except TimeoutError:
-                pass
 
     async def _seconds_until_due(self, channel: str) -> float:
         due = await self._store.run(lambda repo: repo.next_outbox_due(channel))
@@ -111,7 +114,7 @@ class OutboxDispatcher:
         done = 0
         while True:
             now = self._clock.now()
-            items = await self._store.run(lambda repo: repo.due_outbox(channel, now, _BATCH))
+            items = await self._store.run(_due_items(channel, now))
             if not items:
                 return done
             blocked: set[int] = set()

@@ -82,7 +82,7 @@ class MailIntake(Protocol):
 
 
 class MailSender(Protocol):
-    """Sends one reply. Raises :class:`MailSendError` on failure (``temporary`` says whether to retry)."""
+    """Sends one reply; raises :class:`MailSendError` (``temporary``: worth retrying) on failure."""
 
     async def send(self, message: OutgoingEmail) -> None: ...
 

@@ -8,7 +8,7 @@ from typing import Any
 from peewee import DateTimeField
 
 
-class UtcDateTimeField(DateTimeField):  # type: ignore[misc]
+class UtcDateTimeField(DateTimeField):
     """Stores timezone-aware UTC datetimes as naive UTC, and gives them back aware.
 
     The core works in aware UTC; SQLite has no time zones, so the database holds UTC.
@@ -17,10 +17,10 @@ class UtcDateTimeField(DateTimeField):  # type: ignore[misc]
     def db_value(self, value: Any) -> Any:
         if isinstance(value, datetime) and value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
-        return super().db_value(value)
+        return super().db_value(value)  # type: ignore[no-untyped-call]
 
     def python_value(self, value: Any) -> Any:
-        value = super().python_value(value)
+        value = super().python_value(value)  # type: ignore[no-untyped-call]
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value

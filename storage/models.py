@@ -7,9 +7,10 @@ gives exactly these tables and columns, so a change here without a migration fai
 
 from __future__ import annotations
 
+from typing import Any
+
 from peewee import (
     BlobField,
-    BooleanField,
     CharField,
     DatabaseProxy,
     ForeignKeyField,
@@ -23,7 +24,10 @@ from storage.fields import UtcDateTimeField
 database_proxy = DatabaseProxy()
 
 
-class BaseModel(Model):  # type: ignore[misc]
+class BaseModel(Model):
+    # Declared for the type checker; peewee adds the primary key and *_id accessors.
+    id: Any
+
     class Meta:
         database = database_proxy
         legacy_table_names = False
@@ -61,6 +65,8 @@ class RawMessage(BaseModel):
 
 
 class Article(BaseModel):
+    ticket_id: Any
+
     ticket = ForeignKeyField(Ticket, backref="articles", on_delete="RESTRICT")
     kind = CharField()
     author = TextField()
@@ -73,7 +79,7 @@ class Article(BaseModel):
     to_addrs = TextField()  # JSON list
     cc_addrs = TextField()  # JSON list
     auto_kind = CharField()
-    raw = ForeignKeyField(RawMessage, null=True, on_delete="RESTRICT")
+    raw_message = ForeignKeyField(RawMessage, null=True, on_delete="RESTRICT", column_name="raw_id")
     send_state = CharField(null=True)
     send_attempts = IntegerField(default=0)
     sent_at = UtcDateTimeField(null=True)
@@ -82,6 +88,8 @@ class Article(BaseModel):
 
 
 class Attachment(BaseModel):
+    article_id: Any
+
     article = ForeignKeyField(Article, backref="attachment_rows", on_delete="RESTRICT")
     filename = TextField()
     content_type = TextField()
@@ -91,6 +99,8 @@ class Attachment(BaseModel):
 
 
 class ChatPost(BaseModel):
+    ticket_id: Any
+
     ticket = ForeignKeyField(Ticket, backref="chat_posts", on_delete="RESTRICT")
     platform = CharField()
     room = TextField()
@@ -123,6 +133,9 @@ class IntakeRecord(BaseModel):
 
 
 class OutboxEntry(BaseModel):
+    ticket_id: Any
+    article_id: Any
+
     channel = CharField()
     kind = CharField()
     ticket = ForeignKeyField(Ticket, on_delete="RESTRICT")

@@ -207,7 +207,7 @@ class PeeweeRepository:
             to_addrs=_json_list(article.to),
             cc_addrs=_json_list(article.cc),
             auto_kind=article.auto_kind,
-            raw=raw_row,
+            raw_message=raw_row,
             send_state=article.send_state.value if article.send_state else None,
             send_attempts=article.send_attempts,
             sent_at=article.sent_at,
@@ -363,13 +363,13 @@ class PeeweeRepository:
         value = (
             m.OutboxEntry.select(fn.MIN(m.OutboxEntry.next_attempt_at))
             .where((m.OutboxEntry.channel == channel) & (m.OutboxEntry.state == "pending"))
-            .scalar(convert=True)
+            .scalar()
         )
         if isinstance(value, str):  # SQLite aggregate: no column type to convert with
             value = datetime.fromisoformat(value)
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value
+        return value if isinstance(value, datetime) else None
 
     # --- chat posts --------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ class ConsoleRepl:
         execute: Execute,
         actor: Actor,
         *,
-        after_command: Callable[[], Awaitable[None]] | None = None,
+        after_command: Callable[[], Awaitable[object]] | None = None,
         stdin: TextIO | None = None,
         out: TextIO | None = None,
     ) -> None:

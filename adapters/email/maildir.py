@@ -9,6 +9,7 @@ and only finishes the move.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -75,7 +76,5 @@ class MaildirSource:
         source = self.path / "new" / key.item
         base = key.item.split(":2,", 1)[0]
         target = self.path / "cur" / f"{base}:2,S"
-        try:
+        with contextlib.suppress(FileNotFoundError):  # already moved
             os.replace(source, target)
-        except FileNotFoundError:
-            pass  # already moved

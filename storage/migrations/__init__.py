@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from types import ModuleType
+from typing import Any
 
 from peewee import Database, PostgresqlDatabase
 
@@ -25,6 +26,10 @@ class SchemaTooNew(Exception):
     """The database was written by a newer ticketbot; refusing to touch it."""
 
 
+def _sql(db: Database, sql: str, params: tuple[object, ...] = ()) -> Any:
+    return db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+
+
 def dialect_of(db: Database) -> str:
     return "postgresql" if isinstance(db, PostgresqlDatabase) else "sqlite"
 
@@ -32,7 +37,7 @@ def dialect_of(db: Database) -> str:
 def current_version(db: Database) -> int:
     if "schema_version" not in db.get_tables():
         return 0
-    row = db.execute_sql('SELECT MAX("version") FROM "schema_version"').fetchone()
+    row = _sql(db, 'SELECT MAX("version") FROM "schema_version"').fetchone()
     return int(row[0] or 0)
 
 
@@ -40,9 +45,10 @@ def migrate(db: Database) -> int:
     """Bring the schema up to :data:`LATEST`; returns the number of steps applied."""
     migrator = Migrator(db, dialect_of(db))
     with db.atomic():
-        db.execute_sql(
+        _sql(
+            db,
             'CREATE TABLE IF NOT EXISTS "schema_version" '
-            '("id" INTEGER NOT NULL PRIMARY KEY, "version" INTEGER NOT NULL)'
+            '("id" INTEGER NOT NULL PRIMARY KEY, "version" INTEGER NOT NULL)',
         )
     version = current_version(db)
     if version > LATEST:
@@ -51,12 +57,13 @@ def migrate(db: Database) -> int:
         )
     applied = 0
     for step in STEPS:
-        if step.VERSION <= version:
+        if version >= step.VERSION:
             continue
         log.info("upgrading the database schema to version %d (%s)", step.VERSION, step.__name__)
         with db.atomic():
             step.upgrade(migrator)
-            db.execute_sql(
+            _sql(
+                db,
                 'INSERT INTO "schema_version" ("id", "version") VALUES (%s, %s)'.replace(
                     "%s", db.param
                 ),

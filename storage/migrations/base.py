@@ -13,4 +13,4 @@ class Migrator:
     dialect: str  # "sqlite" | "postgresql"
 
     def execute(self, sql: str) -> None:
-        self.db.execute_sql(sql)
+        self.db.execute_sql(sql)  # type: ignore[no-untyped-call]

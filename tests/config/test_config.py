@@ -79,12 +79,16 @@ def test_queue_without_address_is_refused(tmp_path: Path) -> None:
 
 
 def test_queue_bound_to_nothing_is_refused(tmp_path: Path) -> None:
-    err = error_for(tmp_path, MINIMAL.replace('[console]\nuser = "@a:x"', "[console]\nenabled = false"))
+    err = error_for(
+        tmp_path, MINIMAL.replace('[console]\nuser = "@a:x"', "[console]\nenabled = false")
+    )
     assert err.key == "queue[0] (info)" and "bound to nothing" in err.reason
 
 
 def test_matrix_room_needs_a_matrix_section(tmp_path: Path) -> None:
-    err = error_for(tmp_path, MINIMAL.replace("default = true", 'default = true\nmatrix_room = "!r:x"'))
+    err = error_for(
+        tmp_path, MINIMAL.replace("default = true", 'default = true\nmatrix_room = "!r:x"')
+    )
     assert err.key == "queue[0] (info).matrix_room"
 
 

@@ -1,0 +1,54 @@
+# ticketbot: the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+
+.PHONY: demo test lint typecheck pytest servers demo-clean clean help
+
+help:
+	@echo "make demo        run the bot on bot.toml: sample mail, the console, replies as .eml files"
+	@echo "make test        install what the tests need (Dovecot, Synapse, PostgreSQL) and run them all"
+	@echo "make lint        ruff check and format check"
+	@echo "make typecheck   mypy (strict on bot/ and storage/)"
+	@echo "make demo-clean  remove the demo's database, Maildir and outgoing mail (var/)"
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3-venv && \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	@touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.runtime
+	$(PIP) install -q -e ".[test]"
+	@touch $@
+
+demo: $(VENV)/.runtime
+	$(BIN)/ticketbot demo --config bot.toml
+
+demo-clean:
+	rm -rf var/
+
+servers:
+	bash scripts/install-test-servers.sh
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.test
+	$(BIN)/mypy
+
+pytest: $(VENV)/.test servers
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .venv-synapse .pytest_cache .mypy_cache .ruff_cache
