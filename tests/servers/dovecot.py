@@ -1,0 +1,1 @@
+"""Fixture module for the real dovecot server used in tests (being written)."""

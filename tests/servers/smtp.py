@@ -1,0 +1,1 @@
+"""Fixture module for the real smtp server used in tests (being written)."""
