@@ -36,11 +36,17 @@ class OutboxItem:
     article_id: int | None
     payload: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    created_at: datetime | None = None
 
     @property
     def key(self) -> str:
-        """A stable identifier for idempotent sends (Matrix transaction ids)."""
-        return f"ticketbot-{self.id}"
+        """A stable identifier for idempotent sends (Matrix transaction ids).
+
+        The creation time is part of it, so a recreated database, whose item ids start
+        again at 1, never reuses a key the homeserver still remembers.
+        """
+        stamp = int(self.created_at.timestamp() * 1_000_000) if self.created_at else 0
+        return f"ticketbot-{self.id}-{stamp}"
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,7 @@ class PeeweeRepository:
                 article_id=r.article_id,
                 payload=json.loads(r.payload or "{}"),
                 attempts=r.attempts,
+                created_at=r.created_at,
             )
             for r in rows
         ]
