@@ -13,9 +13,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 T = TypeVar("T")
+
+Security = Literal["tls", "starttls", "none"]
+AfterIntake = Literal["flag", "move"]
+_SECURITY: tuple[Security, ...] = ("tls", "starttls", "none")
 
 
 class ConfigError(Exception):
@@ -36,13 +40,13 @@ class StorageConfig:
 class ImapConfig:
     host: str
     port: int = 993
-    security: str = "tls"
+    security: Security = "tls"
     username: str = ""
     password: str = field(default="", repr=False)
     folder: str = "INBOX"
     idle: bool = True
     poll_seconds: float = 60.0
-    after_intake: str = "flag"
+    after_intake: AfterIntake = "flag"
     move_to: str = ""
     timeout_seconds: float = 60.0
 
@@ -51,7 +55,7 @@ class ImapConfig:
 class SmtpConfig:
     host: str
     port: int = 587
-    security: str = "starttls"
+    security: Security = "starttls"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_seconds: float = 60.0
@@ -353,13 +357,13 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
         imap = ImapConfig(
             host=sub.need("host", str),
             port=sub.positive("port", int, 993),
-            security=sub.choice("security", ("tls", "starttls", "none"), "tls"),
+            security=cast(Security, sub.choice("security", _SECURITY, "tls")),
             username=sub.need("username", str),
             password=sub.secret("password", required=True) or "",
             folder=sub.get("folder", str, "INBOX"),
             idle=sub.get("idle", bool, True),
             poll_seconds=sub.positive("poll_seconds", float, 60.0),
-            after_intake=sub.choice("after_intake", ("flag", "move"), "flag"),
+            after_intake=cast(AfterIntake, sub.choice("after_intake", ("flag", "move"), "flag")),
             move_to=sub.get("move_to", str, ""),
             timeout_seconds=sub.positive("timeout_seconds", float, 60.0),
         )
@@ -377,7 +381,7 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
         smtp = SmtpConfig(
             host=sub.need("host", str),
             port=sub.positive("port", int, 587),
-            security=sub.choice("security", ("tls", "starttls", "none"), "starttls"),
+            security=cast(Security, sub.choice("security", _SECURITY, "starttls")),
             username=username,
             password=sub.secret("password", required=username is not None),
             timeout_seconds=sub.positive("timeout_seconds", float, 60.0),
@@ -476,7 +480,10 @@ def _read_queues(
         if matrix_room is not None:
             if matrix is None:
                 raise ConfigError(section.key("matrix_room"), "needs a [matrix] section")
-            if not matrix_room.startswith(("!", "#")) or ":" not in matrix_room:
+            # Room ids are "!opaque" (":server" is absent from room version 12 on);
+            # aliases are always "#name:server".
+            alias_ok = matrix_room.startswith("#") and ":" in matrix_room
+            if not (matrix_room.startswith("!") and len(matrix_room) > 1) and not alias_ok:
                 raise ConfigError(
                     section.key("matrix_room"),
                     f"must be a room id (!id:server) or alias (#name:server), got {matrix_room!r}",
