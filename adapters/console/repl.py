@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
@@ -42,14 +43,40 @@ class ConsoleRepl:
     async def run(self) -> None:
         """Read commands until end of input."""
         interactive = self._in.isatty()
+        lines = self._start_reader()
         while True:
             if interactive:
                 where = f"[{self.current}]" if self.current else ""
                 print(f"ticketbot{where}> ", end="", file=self._out, flush=True)
-            line = await asyncio.to_thread(self._in.readline)
+            line = await lines.get()
             if not line:
                 return
             await self.handle_line(line)
+
+    def _start_reader(self) -> asyncio.Queue[str]:
+        """Read standard input on a daemon thread.
+
+        A blocking ``readline`` cannot be cancelled; on the default executor it would
+        keep the process from exiting on SIGTERM until someone pressed Enter.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+
+        def read() -> None:
+            while True:
+                try:
+                    line = self._in.readline()
+                except (OSError, ValueError):
+                    line = ""
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, line)
+                except RuntimeError:  # the loop is closed: we are shutting down
+                    return
+                if not line:
+                    return
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return queue
 
     async def handle_line(self, line: str) -> None:
         line = line.strip()
