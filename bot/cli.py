@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ticketbot: config error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(getattr(args, "log_level", None) or config.log_level)
+    # the demo talks to a person in this terminal: only warnings unless asked for more
+    default_level = "WARNING" if command == "demo" else config.log_level
+    _setup_logging(getattr(args, "log_level", None) or default_level)
 
     if command == "check-config":
         print(_summary(config))

@@ -23,7 +23,8 @@ class ConsoleGateway:
     async def post_ticket(
         self, room: str, ticket: TicketView, first: ArticleView | None, key: str
     ) -> str:
-        self._print(render.ticket_block(ticket))
+        # the first mail follows in full, so the preview would only repeat it
+        self._print(render.ticket_block(ticket, preview=first is None))
         if first is not None:
             self._print(render.article_block(ticket.number, first))
         return ticket.number

@@ -22,13 +22,13 @@ def indent(text: str, prefix: str) -> str:
     return "\n".join(prefix + line for line in safe(text).splitlines() or [""])
 
 
-def ticket_block(ticket: TicketView) -> str:
+def ticket_block(ticket: TicketView, *, preview: bool = True) -> str:
     lines = [
         f"━━ 🎫 [Ticket#{ticket.number}] {safe(ticket.subject) or '(no subject)'}",
         f"   {ticket.status_line}",
         f"   from {safe(ticket.requester)}",
     ]
-    if ticket.preview:
+    if preview and ticket.preview:
         lines.append(indent(ticket.preview, "   │ "))
     return "\n".join(lines)
 

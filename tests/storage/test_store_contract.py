@@ -170,3 +170,19 @@ def test_sqlite_is_opened_with_wal_and_foreign_keys(tmp_path: Path) -> None:
     assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 5000
     db.close()
+
+
+async def test_sqlite_units_of_work_take_the_write_lock_up_front(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: WAL's busy handler does not cover a read lock upgraded to a write."""
+    desk = await make_desk(tmp_path)
+    statements: list[str] = []
+
+    def trace(repo: object) -> None:
+        desk.store.db.connection().set_trace_callback(statements.append)
+
+    await desk.store.run(trace)
+    await desk.receive(mail())
+    await desk.store.run(lambda repo: desk.store.db.connection().set_trace_callback(None))
+    await desk.store.close()
+    begins = [s for s in statements if s.upper().startswith("BEGIN")]
+    assert begins and all(s.upper().startswith("BEGIN IMMEDIATE") for s in begins)
