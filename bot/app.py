@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TextIO
 
-from adapters.email.imap import ImapSettings, ImapWatcher
-from adapters.email.parse import parse_email
-from adapters.email.smtp import FileSender, SmtpSender, SmtpSettings
-
 from adapters.console.gateway import ConsoleGateway
 from adapters.console.repl import ConsoleRepl
+from adapters.email.imap import ImapSettings, ImapWatcher
 from adapters.email.maildir import MaildirSource
+from adapters.email.parse import parse_email
+from adapters.email.smtp import FileSender, SmtpSender, SmtpSettings
 from adapters.scheduler import ApScheduler
 from bot.chat import ChatGateway
 from bot.commands import CommandService
