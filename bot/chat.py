@@ -7,11 +7,13 @@ markup and without pinging anyone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from bot.domain import Article, ArticleKind, Ticket
+from bot.mail import AttachmentData
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class ArticleView:
     attachments: tuple[str, ...] = ()
     auto_kind: str = ""
     send_state: str = ""
+    #: The attachments' bytes, for platforms that upload them (Discord); Matrix and the
+    #: console list ``attachments`` instead.
+    files: tuple[AttachmentData, ...] = ()
 
     @property
     def heading(self) -> str:
@@ -78,20 +83,21 @@ def ticket_view(ticket: Ticket, first: Article | None, preview_lines: int) -> Ti
     )
 
 
-def article_view(article: Article) -> ArticleView:
+def article_view(article: Article, files: Sequence[AttachmentData] = ()) -> ArticleView:
     author = article.author_name or article.author
     if article.kind is ArticleKind.INBOUND and article.author_name:
         author = f"{article.author_name} <{article.author}>"
-    files = tuple(f"{a.filename} ({a.content_type}, {a.size} bytes)" for a in article.attachments)
+    names = tuple(f"{a.filename} ({a.content_type}, {a.size} bytes)" for a in article.attachments)
     return ArticleView(
         kind=article.kind.value,
         author=author,
         created_at=article.created_at,
         subject=article.subject,
         body=article.body,
-        attachments=files,
+        attachments=names,
         auto_kind=article.auto_kind,
         send_state=article.send_state.value if article.send_state else "",
+        files=tuple(files),
     )
 
 

@@ -149,7 +149,7 @@ class CommandService:
         ticket = self._find_ticket(repo, number, request.context)
         queue = self._config.queue(ticket.queue)
         self._check_room(queue, ticket, request.context)
-        if request.actor.user_id not in queue.volunteers:
+        if not queue.may_act(request.actor):
             return CommandResult(
                 False,
                 f"Sorry, only volunteers of queue {queue.name} may act on its tickets.",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from bot.domain import Actor
+
 T = TypeVar("T")
 
 Security = Literal["tls", "starttls", "none"]
@@ -95,6 +97,12 @@ class MatrixConfig:
 
 
 @dataclass(frozen=True)
+class DiscordConfig:
+    token: str = field(repr=False)
+    guild_id: int
+
+
+@dataclass(frozen=True)
 class ConsoleConfig:
     enabled: bool = True
     user: str = "@volunteer:console"
@@ -120,6 +128,8 @@ class QueueConfig:
     volunteers: tuple[str, ...] = ()
     default: bool = False
     matrix_room: str | None = None
+    discord_channel: int | None = None
+    discord_roles: tuple[int, ...] = ()
     console: bool = True
     sender_name: str = ""
 
@@ -128,6 +138,8 @@ class QueueConfig:
         found: dict[str, str] = {}
         if self.matrix_room and config.matrix is not None:
             found["matrix"] = self.matrix_room
+        if self.discord_channel is not None and config.discord is not None:
+            found["discord"] = str(self.discord_channel)
         if self.console and config.console is not None and config.console.enabled:
             found["console"] = self.name
         return found
@@ -135,6 +147,13 @@ class QueueConfig:
     @property
     def reply_address(self) -> str:
         return self.addresses[0]
+
+    def may_act(self, actor: Actor) -> bool:
+        """A volunteer of this queue: named in ``volunteers``, or holding one of its roles."""
+        if actor.user_id in self.volunteers:
+            return True
+        roles = {f"discord-role:{role}" for role in self.discord_roles}
+        return bool(roles & actor.roles)
 
 
 @dataclass(frozen=True)
@@ -144,6 +163,7 @@ class Config:
     mail: MailConfig
     queues: tuple[QueueConfig, ...]
     matrix: MatrixConfig | None = None
+    discord: DiscordConfig | None = None
     console: ConsoleConfig | None = None
     tickets: TicketsConfig = TicketsConfig()
     outbox: OutboxConfig = OutboxConfig()
@@ -207,6 +227,15 @@ class _Section:
         value = self.data.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(self.key(name), f"must be a list of strings, got {value!r}")
+        return tuple(value)
+
+    def ints(self, name: str) -> tuple[int, ...]:
+        self.used.add(name)
+        value = self.data.get(name, [])
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(self.key(name), f"must be a list of integer ids, got {value!r}")
         return tuple(value)
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -299,6 +328,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
 
     mail = _read_mail(root.table("mail"), base)
     matrix = _read_matrix(root.table("matrix"))
+    discord = _read_discord(root.table("discord"))
     console = _read_console(root.table("console"))
 
     tickets = TicketsConfig()
@@ -325,7 +355,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         log_level = section.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
         section.finish()
 
-    queues = _read_queues(root, matrix, console)
+    queues = _read_queues(root, matrix, discord)
     root.finish()
 
     config = Config(
@@ -334,6 +364,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         mail=mail,
         queues=queues,
         matrix=matrix,
+        discord=discord,
         console=console,
         tickets=tickets,
         outbox=outbox,
@@ -343,8 +374,8 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         if not queue.bindings(config):
             raise ConfigError(
                 f"queue[{index}] ({queue.name})",
-                "is bound to nothing: set matrix_room (with a [matrix] section) "
-                "or enable [console]",
+                "is bound to nothing: set matrix_room (with [matrix]), "
+                "discord_channel (with [discord]) or enable [console]",
             )
     return config
 
@@ -433,6 +464,19 @@ def _read_matrix(section: _Section | None) -> MatrixConfig | None:
     return matrix
 
 
+def _read_discord(section: _Section | None) -> DiscordConfig | None:
+    if section is None:
+        return None
+    token = section.secret("token", required=True)
+    assert token is not None
+    guild_id = section.need("guild_id", int)
+    if guild_id <= 0:
+        raise ConfigError("discord.guild_id", f"must be a Discord server id, got {guild_id}")
+    discord = DiscordConfig(token=token, guild_id=guild_id)
+    section.finish()
+    return discord
+
+
 def _read_console(section: _Section | None) -> ConsoleConfig | None:
     if section is None:
         return None
@@ -446,7 +490,7 @@ def _read_console(section: _Section | None) -> ConsoleConfig | None:
 
 
 def _read_queues(
-    root: _Section, matrix: MatrixConfig | None, console: ConsoleConfig | None
+    root: _Section, matrix: MatrixConfig | None, discord: DiscordConfig | None
 ) -> tuple[QueueConfig, ...]:
     root.used.add("queue")
     raw = root.data.get("queue")
@@ -488,6 +532,10 @@ def _read_queues(
                     section.key("matrix_room"),
                     f"must be a room id (!id:server) or alias (#name:server), got {matrix_room!r}",
                 )
+        discord_channel = section.opt("discord_channel", int)
+        if discord_channel is not None and discord is None:
+            raise ConfigError(section.key("discord_channel"), "needs a [discord] section")
+        discord_roles = section.ints("discord_roles")
         queues.append(
             QueueConfig(
                 name=name,
@@ -495,6 +543,8 @@ def _read_queues(
                 volunteers=section.strings("volunteers"),
                 default=section.get("default", bool, False),
                 matrix_room=matrix_room,
+                discord_channel=discord_channel,
+                discord_roles=discord_roles,
                 console=section.get("console", bool, True),
                 sender_name=section.get("sender_name", str, ""),
             )

@@ -48,6 +48,9 @@ class Actor:
     platform: str
     user_id: str
     display_name: str = ""
+    #: Platform-qualified groups the user belongs to ("discord-role:1234"), for queues
+    #: that grant access by role rather than by person.
+    roles: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:

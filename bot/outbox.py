@@ -58,7 +58,11 @@ class OutboxDispatcher:
         clock: Clock,
         gateways: Mapping[str, ChatGateway],
         sender: MailSender | None,
+        *,
+        uploads: frozenset[str] = frozenset(),
     ) -> None:
+        """``uploads`` names the chat platforms that are handed attachment bytes."""
+        self._uploads = uploads
         self._config = config
         self._store = store
         self._clock = clock
@@ -198,12 +202,19 @@ class OutboxDispatcher:
         if item.article_id is not None:
             article = next((a for a in articles if a.id == item.article_id), None)
         queue = self._config.queue(ticket.queue)
+        uploads = platform in self._uploads
+
+        def view(article: Article) -> ArticleView:
+            has_files = uploads and article.attachments and article.id is not None
+            files = repo.attachment_files(article.id) if has_files and article.id else []
+            return article_view(article, files)
+
         return _ChatWork(
             room=queue.bindings(self._config).get(platform),
             post=repo.chat_post(item.ticket_id, platform),
             ticket=ticket_view(ticket, first, self._config.tickets.preview_lines),
-            first=article_view(first) if first is not None else None,
-            article=article_view(article) if article is not None else None,
+            first=view(first) if first is not None and item.kind == "post_ticket" else None,
+            article=view(article) if article is not None else None,
         )
 
     async def _retry(self, item: OutboxItem, exc: Exception) -> None:

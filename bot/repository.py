@@ -90,6 +90,8 @@ class Repository(Protocol):
 
     def save_article_sending(self, article: Article) -> None: ...
 
+    def attachment_files(self, article_id: int) -> list[AttachmentData]: ...
+
     # outbox
     def enqueue(
         self,

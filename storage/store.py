@@ -284,6 +284,14 @@ class PeeweeRepository:
         files = self._attachment_infos([r.id for r in rows])
         return [self._article(r, files.get(r.id, [])) for r in rows]
 
+    def attachment_files(self, article_id: int) -> list[AttachmentData]:
+        rows = (
+            m.Attachment.select()
+            .where(m.Attachment.article == article_id)
+            .order_by(m.Attachment.id)
+        )
+        return [AttachmentData(r.filename, r.content_type, bytes(r.data)) for r in rows]
+
     def save_article_sending(self, article: domain.Article) -> None:
         m.Article.update(
             send_state=article.send_state.value if article.send_state else None,
