@@ -143,3 +143,37 @@ def test_check_config_command_prints_one_line_naming_the_key(
 def test_check_config_command_accepts_the_shipped_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "--config", str(ROOT / "bot.toml")]) == 0
     assert "queue info (default)" in capsys.readouterr().out
+
+
+DISCORD = '\n[discord]\ntoken_env = "DISCORD_TOKEN"\nguild_id = 42\n'
+
+
+def test_discord_channel_and_roles_bind_a_queue(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "default = true", "default = true\ndiscord_channel = 7\ndiscord_roles = [8, 9]"
+    ).replace('[console]\nuser = "@a:x"', "[console]\nenabled = false")
+    config = load_config(write(tmp_path, text + DISCORD), {"DISCORD_TOKEN": "t0k"})
+    queue = config.queues[0]
+    assert queue.bindings(config) == {"discord": "7"}
+    assert config.discord is not None and config.discord.token == "t0k"
+    from bot.domain import Actor
+
+    assert queue.may_act(Actor("discord", "discord:1", roles=frozenset({"discord-role:9"})))
+    assert not queue.may_act(Actor("discord", "discord:1", roles=frozenset({"discord-role:5"})))
+
+
+def test_discord_channel_needs_a_discord_section(tmp_path: Path) -> None:
+    err = error_for(
+        tmp_path, MINIMAL.replace("default = true", "default = true\ndiscord_channel = 7")
+    )
+    assert err.key == "queue[0] (info).discord_channel"
+
+
+def test_discord_roles_must_be_ids(tmp_path: Path) -> None:
+    text = MINIMAL.replace("default = true", 'default = true\ndiscord_roles = ["mods"]')
+    assert error_for(tmp_path, text).key == "queue[0] (info).discord_roles"
+
+
+def test_discord_guild_id_is_required(tmp_path: Path) -> None:
+    err = error_for(tmp_path, MINIMAL + '\n[discord]\ntoken = "x"\n')
+    assert err.key == "discord.guild_id"
