@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import urllib.parse
 import uuid
@@ -261,3 +262,23 @@ async def test_email_in_ticket_in_matrix_reply_out_answer_back(
     assert flags and all(b"\\Seen" in f for f in flags.values())
     # the reply went out exactly once
     assert len(smtp_capture.messages) == 1
+
+
+async def test_mail_longer_than_a_matrix_event_is_split_never_rejected(
+    app: App, room: Room, imap_account: ImapAccount
+) -> None:
+    lines = [f"line {i:05d} " + "ü" * 60 for i in range(3000)]  # ~ 200 KB of UTF-8
+    await asyncio.to_thread(imap_account.append, mail("Long", "\r\n".join(lines), "<long@x>"))
+
+    def parts() -> list[dict[str, Any]]:
+        found = [e for e in messages(room.events()) if "line 0" in e["content"].get("body", "")]
+        text = "".join(e["content"]["body"] for e in found)
+        return found if "line 02999" in text else []
+
+    found = await wait_for("every part of the long mail", parts, timeout=60)
+    assert len(found) >= 3
+    for event in found:
+        assert event["content"]["m.mentions"] == {}
+        assert len(json.dumps(event["content"], ensure_ascii=False).encode()) < 65536
+    text = "".join(e["content"]["body"] for e in found)
+    assert all(f"line {i:05d}" in text for i in range(0, 3000, 250))
