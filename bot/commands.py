@@ -192,7 +192,7 @@ class CommandService:
         if context.room is None:
             return
         room = queue.bindings(self._config).get(context.platform)
-        if room is not None and room != context.room:
+        if room != context.room:
             raise TicketError(
                 f"Ticket {ticket.number} belongs to queue {queue.name}; use that queue's room."
             )

@@ -295,7 +295,7 @@ def _resolve_storage_url(base: Path, url: str) -> str:
     if url.startswith(prefix) and not url.startswith("sqlite:////"):
         rest = url[len(prefix) :]
         if rest and rest != ":memory:":
-            return prefix + str(base / rest)
+            return prefix + str(_path(base, rest))
     return url
 
 
@@ -400,6 +400,8 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
         )
         if imap.after_intake == "move" and not imap.move_to:
             raise ConfigError("mail.imap.move_to", 'is required when after_intake = "move"')
+        if imap.after_intake == "move" and imap.move_to == imap.folder:
+            raise ConfigError("mail.imap.move_to", f"must differ from folder ({imap.folder!r})")
         sub.finish()
     if (sub := section.table("maildir")) is not None:
         maildir = MaildirConfig(

@@ -9,13 +9,14 @@ and the Message-ID check means a message fetched twice makes one ticket.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
 from bot.config import Config
 from bot.domain import SYSTEM, Article, ArticleKind, Ticket, TicketState
-from bot.mail import InboundEmail
-from bot.ports import Clock, IntakeOutcome, MailCursor, MailKey
+from bot.mail import Address, AttachmentData, InboundEmail
+from bot.ports import Clock, IntakeOutcome, MailCursor, MailKey, StoreUnavailable
 from bot.repository import Repository, Store
 from bot.routing import route_queue, ticket_number_in_subject
 
@@ -34,7 +35,16 @@ class IntakeService:
         self._wake = wake
 
     async def ingest(self, email: InboundEmail, key: MailKey) -> IntakeOutcome:
-        outcome = await self._store.run(lambda repo: self._ingest(repo, email, key))
+        try:
+            outcome = await self._store.run(lambda repo: self._ingest(repo, email, key))
+        except StoreUnavailable:
+            raise  # the database is away: the mail stays unflagged and is tried again
+        except Exception as exc:
+            # Something in this one mail cannot be stored as it is. Keep it anyway, as a
+            # ticket holding the raw message, so one bad mail never stops the mailbox.
+            log.exception("mail %s (%s) could not be stored as parsed", key.item, email.message_id)
+            fallback = _unreadable(email, exc)
+            outcome = await self._store.run(lambda repo: self._ingest(repo, fallback, key))
         if not outcome.duplicate:
             self._wake()
             log.info(
@@ -109,15 +119,29 @@ class IntakeService:
         return IntakeOutcome(ticket.number, created, False)
 
     def _find_follow_up_target(self, repo: Repository, email: InboundEmail) -> Ticket | None:
+        ticket = None
         number = ticket_number_in_subject(email.subject)
         if number is not None:
             ticket = repo.ticket_by_number(number)
-            if ticket is not None:
-                return ticket
-        referenced = [*email.in_reply_to, *reversed(email.references)]
-        if referenced:
-            return repo.ticket_by_message_ids(referenced)
-        return None
+        if ticket is None:
+            referenced = [*email.in_reply_to, *reversed(email.references)]
+            if referenced:
+                ticket = repo.ticket_by_message_ids(referenced)
+        if ticket is not None and not self._addressed_to_queue_of(email, ticket):
+            # e.g. a volunteer forwards a ticket to another team's address: that is a
+            # new ticket there, and its text must not land in the first queue's room
+            return None
+        return ticket
+
+    def _addressed_to_queue_of(self, email: InboundEmail, ticket: Ticket) -> bool:
+        """True unless the mail went only to other queues' addresses."""
+        queues = {
+            queue.name
+            for recipient in email.recipients
+            for queue in self._config.queues
+            if recipient.email.lower() in queue.addresses
+        }
+        return not queues or ticket.queue in queues
 
     def _new_ticket(self, repo: Repository, email: InboundEmail) -> Ticket:
         now = self._clock.now()
@@ -157,6 +181,28 @@ class IntakeService:
     async def mark_done(self, key: MailKey) -> None:
         now = self._clock.now()
         await self._store.run(lambda repo: repo.intake_done(key, now))
+
+
+def _unreadable(email: InboundEmail, error: Exception) -> InboundEmail:
+    """A stand-in for a mail that could not be stored: plain, with the raw bytes attached."""
+    digest = hashlib.sha256(email.raw).hexdigest()
+    return InboundEmail(
+        raw=email.raw,
+        message_id=f"<sha256-{digest}@unreadable.ticketbot.invalid>",
+        subject="(a mail ticketbot could not read; the original is attached)",
+        sender=Address(_printable(email.sender.email)[:254], _printable(email.sender.name)[:200]),
+        to=tuple(Address(_printable(a.email)[:254]) for a in email.to[:20]),
+        text=(
+            "ticketbot could not store this mail as it was parsed "
+            f"({type(error).__name__}). The original message is attached as original.eml."
+        ),
+        attachments=(AttachmentData("original.eml", "message/rfc822", email.raw),),
+        auto_kind=email.auto_kind,
+    )
+
+
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable())
 
 
 def _id(ticket: Ticket) -> int:

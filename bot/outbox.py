@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.chat import ArticleView, ChatGateway, TicketView, article_view, ticket_view
@@ -33,10 +33,6 @@ _BATCH = 50
 
 def _due_items(channel: str, now: datetime) -> Callable[[Repository], list[OutboxItem]]:
     return lambda repo: repo.due_outbox(channel, now, _BATCH)
-
-
-class NotReady(Exception):
-    """The item depends on something not done yet (the ticket's root post); try later."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +91,14 @@ class OutboxDispatcher:
         event = self._wake_events.setdefault(channel, asyncio.Event())
         while True:
             event.clear()
+            wait = 5.0
             try:
                 await self.drain(channel)
+                wait = await self._seconds_until_due(channel)
             except Exception:
-                log.exception("outbox %s: unexpected error; retrying", channel)
-            wait = await self._seconds_until_due(channel)
+                # a database or platform hiccup must not end the worker (and with it
+                # the whole task group): log it and look again shortly
+                log.exception("outbox %s: unexpected error; retrying in %.0f s", channel, wait)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=wait)
 
@@ -121,16 +120,13 @@ class OutboxDispatcher:
             items = await self._store.run(_due_items(channel, now))
             if not items:
                 return done
-            blocked: set[int] = set()
+            # due_outbox gives at most each ticket's oldest pending item, so a ticket's
+            # posts stay in order even while one of them waits for its retry
             progressed = False
             for item in items:
-                if item.ticket_id in blocked:
-                    continue  # keep each ticket's posts in order
                 if await self._attempt(channel, item):
                     done += 1
                     progressed = True
-                else:
-                    blocked.add(item.ticket_id)
             if not progressed:
                 return done
 
@@ -148,7 +144,16 @@ class OutboxDispatcher:
     async def _attempt(self, channel: str, item: OutboxItem) -> bool:
         try:
             if channel == EMAIL:
-                await self._send_reply(item)
+                # Sending and recording it belong together: a shutdown arriving while
+                # the SMTP server is talking would otherwise send the reply again at
+                # the next start. Let the pair finish before giving way.
+                task = asyncio.ensure_future(self._send_reply(item))
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(task, timeout=60)
+                    raise
             else:
                 await self._chat(self._gateways[channel], item)
         except MailSendError as exc:
@@ -173,21 +178,52 @@ class OutboxDispatcher:
                 post = ChatPost(item.ticket_id, gateway.name, work.room, ref)
                 await self._store.run(lambda repo: self._posted(repo, post, item))
                 return
-        elif work.post is None:
-            raise NotReady(f"ticket {work.ticket.number} has no {gateway.name} post yet")
-        elif item.kind == "post_article":
+        else:
+            if work.post is None:
+                # No root yet, and (items being taken oldest first per ticket) no earlier
+                # post_ticket waiting either: the queue was bound to this platform after
+                # the ticket was made. Show the ticket here first, then this item.
+                work = await self._post_root_first(gateway, work, item)
+            await self._carry_out(gateway, work, item)
+        await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
+
+    async def _carry_out(self, gateway: ChatGateway, work: _ChatWork, item: OutboxItem) -> None:
+        post = work.post
+        assert post is not None
+        if item.kind == "post_article":
             assert work.article is not None
             await gateway.post_article(
-                work.post.room, work.post.root_ref, work.ticket, work.article, item.key
+                post.room, post.root_ref, work.ticket, work.article, item.key
             )
         elif item.kind == "update_ticket":
-            await gateway.update_ticket(work.post.room, work.post.root_ref, work.ticket, item.key)
+            await gateway.update_ticket(post.room, post.root_ref, work.ticket, item.key)
         elif item.kind == "notice":
             text = str(item.payload.get("text", ""))
-            await gateway.post_notice(work.post.room, work.post.root_ref, text, item.key)
+            await gateway.post_notice(post.room, post.root_ref, text, item.key)
         else:
             log.error("outbox item %s has unknown kind %r; dropping it", item.id, item.kind)
-        await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
+
+    async def _post_root_first(
+        self, gateway: ChatGateway, work: _ChatWork, item: OutboxItem
+    ) -> _ChatWork:
+        assert work.room is not None
+        first = await self._store.run(
+            lambda repo: self._first_view(repo, gateway.name, item.ticket_id)
+        )
+        ref = await gateway.post_ticket(work.room, work.ticket, first, f"{item.key}:root")
+        post = ChatPost(item.ticket_id, gateway.name, work.room, ref)
+        await self._store.run(lambda repo: repo.add_chat_post(post, self._clock.now()))
+        return replace(work, post=post)
+
+    def _first_view(self, repo: Repository, platform: str, ticket_id: int) -> ArticleView | None:
+        first = repo.first_article(ticket_id)
+        return self._view(repo, platform, first) if first is not None else None
+
+    def _view(self, repo: Repository, platform: str, article: Article) -> ArticleView:
+        files = []
+        if platform in self._uploads and article.attachments and article.id is not None:
+            files = repo.attachment_files(article.id)
+        return article_view(article, files)
 
     def _posted(self, repo: Repository, post: ChatPost, item: OutboxItem) -> None:
         now = self._clock.now()
@@ -196,32 +232,22 @@ class OutboxDispatcher:
 
     def _load_chat_work(self, repo: Repository, platform: str, item: OutboxItem) -> _ChatWork:
         ticket = repo.ticket_by_id(item.ticket_id)
-        articles = repo.articles(item.ticket_id)
-        first = articles[0] if articles else None
-        article: Article | None = None
-        if item.article_id is not None:
-            article = next((a for a in articles if a.id == item.article_id), None)
+        first = repo.first_article(item.ticket_id)
+        article = repo.article(item.article_id) if item.article_id is not None else None
         queue = self._config.queue(ticket.queue)
-        uploads = platform in self._uploads
-
-        def view(article: Article) -> ArticleView:
-            has_files = uploads and article.attachments and article.id is not None
-            files = repo.attachment_files(article.id) if has_files and article.id else []
-            return article_view(article, files)
-
         return _ChatWork(
             room=queue.bindings(self._config).get(platform),
             post=repo.chat_post(item.ticket_id, platform),
             ticket=ticket_view(ticket, first, self._config.tickets.preview_lines),
-            first=view(first) if first is not None and item.kind == "post_ticket" else None,
-            article=view(article) if article is not None else None,
+            first=self._view(repo, platform, first)
+            if first is not None and item.kind == "post_ticket"
+            else None,
+            article=self._view(repo, platform, article) if article is not None else None,
         )
 
     async def _retry(self, item: OutboxItem, exc: Exception) -> None:
         attempts = item.attempts + 1
         delay = min(3600.0, self._config.outbox.retry_seconds * 2 ** (attempts - 1))
-        if isinstance(exc, NotReady):
-            delay = min(delay, 5.0)
         log.warning(
             "outbox %s item %s (%s) failed (attempt %d), retrying in %.0fs: %s",
             item.channel,

@@ -81,6 +81,10 @@ class MailIntake(Protocol):
     async def mark_done(self, key: MailKey) -> None: ...
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be reached or is locked: retry later, and flag no mail meanwhile."""
+
+
 class MailSender(Protocol):
     """Sends one reply; raises :class:`MailSendError` (``temporary``: worth retrying) on failure."""
 

@@ -9,7 +9,8 @@ must take the write lock up front or it can fail with SQLITE_BUSY at once.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlparse
 
 from peewee import Database, PostgresqlDatabase, SqliteDatabase
 
@@ -30,12 +31,15 @@ def open_database(url: str) -> Database:
         return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
     if url.startswith(("postgresql://", "postgres://")):
         parts = urlparse(url)
+        # libpq parameters such as sslmode=verify-full&sslrootcert=... pass through
+        options: dict[str, Any] = dict(parse_qsl(parts.query))
         return PostgresqlDatabase(
             unquote(parts.path.lstrip("/")),
             user=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             host=parts.hostname or None,
             port=parts.port or 5432,
+            **options,
         )
     raise ValueError(f"unsupported storage url {url!r}")
 

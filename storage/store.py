@@ -7,6 +7,7 @@ has a single writer anyway) and the event loop never waits on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from peewee import Database, IntegrityError, fn
+from peewee import Database, IntegrityError, InterfaceError, OperationalError, fn
 
 from bot import domain
 from bot.mail import AttachmentData
-from bot.ports import MailCursor, MailKey
+from bot.ports import MailCursor, MailKey, StoreUnavailable
 from bot.repository import ChatPost, OutboxItem
 from bot.routing import format_ticket_number
 from storage import models as m
@@ -60,10 +61,17 @@ class SqlStore:
         return await self._call(lambda: self._in_transaction(work))
 
     def _in_transaction(self, work: Callable[[PeeweeRepository], T]) -> T:
-        self.db.connect(reuse_if_open=True)
-        tx = self.db.atomic(lock_type="IMMEDIATE") if is_sqlite(self.db) else self.db.atomic()
-        with tx:
-            return work(self._repository)
+        try:
+            self.db.connect(reuse_if_open=True)
+            tx = self.db.atomic(lock_type="IMMEDIATE") if is_sqlite(self.db) else self.db.atomic()
+            with tx:
+                return work(self._repository)
+        except (OperationalError, InterfaceError) as exc:
+            # locked, or the server went away: drop the connection so the next unit of
+            # work connects afresh (peewee does not reconnect by itself)
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise StoreUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
         await self._call(self.db.close)
@@ -80,6 +88,22 @@ def _tuple(text: str) -> tuple[str, ...]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+_MAX_KEY_BYTES = 900  # PostgreSQL's btree index rows stop at 2,704 bytes
+
+
+def _message_key(message_id: str) -> str:
+    """The Message-ID as stored and looked up: a very long one is stored as its hash."""
+    message_id = _text(message_id)
+    if len(message_id.encode()) <= _MAX_KEY_BYTES:
+        return message_id
+    return f"<sha256-{_sha256(message_id.encode())}@long-id.ticketbot.invalid>"
+
+
+def _text(value: str) -> str:
+    """PostgreSQL refuses NUL in text; mail from strangers may carry one anywhere."""
+    return value.replace("\x00", "\ufffd")
 
 
 class PeeweeRepository:
@@ -115,7 +139,7 @@ class PeeweeRepository:
         return self._ticket(row) if row else None
 
     def ticket_by_message_ids(self, message_ids: Sequence[str]) -> domain.Ticket | None:
-        ids = [i for i in message_ids if i][:100]
+        ids = [_message_key(i) for i in message_ids if i][:100]
         if not ids:
             return None
         article = (
@@ -127,7 +151,8 @@ class PeeweeRepository:
         return self.ticket_by_id(article.ticket_id) if article else None
 
     def message_id_exists(self, message_id: str) -> bool:
-        return bool(m.Article.select().where(m.Article.message_id == message_id).exists())
+        key = _message_key(message_id)
+        return bool(m.Article.select().where(m.Article.message_id == key).exists())
 
     def next_ticket_number(self, day: date, system_id: int) -> str:
         key = day.isoformat()
@@ -154,9 +179,9 @@ class PeeweeRepository:
             state=ticket.state.value,
             owner=ticket.owner,
             owner_name=ticket.owner_name,
-            subject=ticket.subject,
-            requester_email=ticket.requester_email,
-            requester_name=ticket.requester_name,
+            subject=_text(ticket.subject),
+            requester_email=_text(ticket.requester_email),
+            requester_name=_text(ticket.requester_name),
             created_at=ticket.created_at,
             updated_at=ticket.updated_at,
             version=0,
@@ -197,15 +222,15 @@ class PeeweeRepository:
         row = m.Article.create(
             ticket=article.ticket_id,
             kind=article.kind.value,
-            author=article.author,
-            author_name=article.author_name,
-            subject=article.subject,
-            body=article.body,
-            message_id=article.message_id,
-            in_reply_to=article.in_reply_to,
-            references=_json_list(article.references),
-            to_addrs=_json_list(article.to),
-            cc_addrs=_json_list(article.cc),
+            author=_text(article.author),
+            author_name=_text(article.author_name),
+            subject=_text(article.subject),
+            body=_text(article.body),
+            message_id=_message_key(article.message_id) if article.message_id else None,
+            in_reply_to=_text(article.in_reply_to),
+            references=_json_list([_text(r) for r in article.references]),
+            to_addrs=_json_list([_text(a) for a in article.to]),
+            cc_addrs=_json_list([_text(a) for a in article.cc]),
             auto_kind=article.auto_kind,
             raw_message=raw_row,
             send_state=article.send_state.value if article.send_state else None,
@@ -217,8 +242,8 @@ class PeeweeRepository:
         for attachment in attachments:
             m.Attachment.create(
                 article=row,
-                filename=attachment.filename,
-                content_type=attachment.content_type,
+                filename=_text(attachment.filename),
+                content_type=_text(attachment.content_type),
                 size=len(attachment.data),
                 sha256=_sha256(attachment.data),
                 data=attachment.data,
@@ -292,6 +317,12 @@ class PeeweeRepository:
         )
         return [AttachmentData(r.filename, r.content_type, bytes(r.data)) for r in rows]
 
+    def first_article(self, ticket_id: int) -> domain.Article | None:
+        row = m.Article.select().where(m.Article.ticket == ticket_id).order_by(m.Article.id).first()
+        if row is None:
+            return None
+        return self._article(row, self._attachment_infos([row.id]).get(row.id, []))
+
     def save_article_sending(self, article: domain.Article) -> None:
         m.Article.update(
             send_state=article.send_state.value if article.send_state else None,
@@ -325,12 +356,21 @@ class PeeweeRepository:
         )
 
     def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]:
+        """Due items, but only each ticket's oldest pending one: posts keep their order."""
+        earlier_entry = m.OutboxEntry.alias()
+        earlier = earlier_entry.select(earlier_entry.id).where(
+            (earlier_entry.channel == channel)
+            & (earlier_entry.state == "pending")
+            & (earlier_entry.ticket == m.OutboxEntry.ticket)
+            & (earlier_entry.id < m.OutboxEntry.id)
+        )
         rows = (
             m.OutboxEntry.select()
             .where(
                 (m.OutboxEntry.channel == channel)
                 & (m.OutboxEntry.state == "pending")
                 & (m.OutboxEntry.next_attempt_at <= now)
+                & ~fn.EXISTS(earlier)
             )
             .order_by(m.OutboxEntry.id)
             .limit(limit)
@@ -420,7 +460,7 @@ class PeeweeRepository:
             actor_name=actor.display_name,
             action=action,
             ticket=ticket_id,
-            detail=detail,
+            detail=_text(detail),
         )
 
     # --- mail sources ------------------------------------------------------------------------
@@ -454,8 +494,8 @@ class PeeweeRepository:
             m.IntakeRecord.create(
                 source=key.source,
                 validity=key.validity,
-                item=key.item,
-                message_id=message_id,
+                item=_text(key.item),
+                message_id=_text(message_id),
                 ticket=ticket_id,
                 committed_at=now,
             )

@@ -262,8 +262,16 @@ class ImapWatcher:
         client.add_flags(uids, [DELETED], silent=True)
         if b"UIDPLUS" in self._capabilities:
             client.uid_expunge(uids)
-        else:  # expunges every \Deleted message in the folder: the best plain IMAP offers
-            client.expunge()
+        else:
+            # A plain EXPUNGE would also remove every message a person merely marked
+            # \Deleted in this folder. Leave ours marked; the copy is safe in move_to.
+            log.warning(
+                "%s: the server has neither MOVE nor UIDPLUS; %d message(s) copied to %s "
+                "and marked \\Deleted, not expunged",
+                self.source,
+                len(uids),
+                target,
+            )
 
     # --- IDLE --------------------------------------------------------------------------------
 

@@ -442,7 +442,7 @@ class _Parser:
 
     def ids(self, msg: Message, name: str) -> tuple[str, ...]:
         """The ``<...>`` message ids in header *name*, de-duplicated, in order."""
-        found = _MESSAGE_ID.findall(" ".join(self.raw_values(msg, name)))
+        found = _MESSAGE_ID.findall(_LINE_CONTROLS.sub(" ", " ".join(self.raw_values(msg, name))))
         unique = list(dict.fromkeys(item for item in found if len(item) <= MAX_MESSAGE_ID_CHARS))
         if len(unique) > MAX_REFERENCES:
             # Keep the thread root and the most recent ancestors: those are what threading uses.
@@ -465,7 +465,8 @@ class _Parser:
     # Body and attachments ------------------------------------------------------------
 
     def content_type(self, part: Message) -> str:
-        return self.guard("Content-Type", part.get_content_type, "text/plain")
+        value = self.guard("Content-Type", part.get_content_type, "text/plain")
+        return _LINE_CONTROLS.sub("", value)[:200] or "application/octet-stream"
 
     def walk(self, part: Message, depth: int) -> list[tuple[str, str]]:
         """Collect readable text segments ``(kind, text)`` and attachments under *part*.

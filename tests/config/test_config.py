@@ -177,3 +177,24 @@ def test_discord_roles_must_be_ids(tmp_path: Path) -> None:
 def test_discord_guild_id_is_required(tmp_path: Path) -> None:
     err = error_for(tmp_path, MINIMAL + '\n[discord]\ntoken = "x"\n')
     assert err.key == "discord.guild_id"
+
+
+def test_move_to_the_watched_folder_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        '\n[mail.imap]\nhost = "h"\nusername = "u"\npassword = "p"\n'
+        'after_intake = "move"\nmove_to = "INBOX"\n'
+    )
+    assert error_for(tmp_path, text).key == "mail.imap.move_to"
+
+
+def test_home_directory_in_a_sqlite_path_is_expanded(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + '\n[storage]\nurl = "sqlite:///~/tb.db"\n'), {})
+    assert config.storage.url == f"sqlite:///{Path.home() / 'tb.db'}"
+
+
+def test_postgres_url_parameters_reach_the_driver() -> None:
+    from storage.database import open_database
+
+    db = open_database("postgresql://u:p@db.example.org:5433/desk?sslmode=verify-full")
+    assert db.connect_params["sslmode"] == "verify-full"
+    assert db.connect_params["port"] == 5433

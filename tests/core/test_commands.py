@@ -189,3 +189,30 @@ async def test_unknown_command_and_help(desk: Desk) -> None:
     assert not (await desk.command(ALICE, "!frobnicate")).ok
     help_result = await desk.command(ALICE, "!help")
     assert help_result.ok and "!claim" in help_result.message
+
+
+async def test_a_failed_post_keeps_the_ticket_thread_in_order(desk: Desk) -> None:
+    number = await _ticket(desk)
+    other = await _ticket(desk, subject="other")
+    await desk.command(ALICE, f"!note {number} first")
+    await desk.command(ALICE, f"!note {number} second")
+    await desk.command(ALICE, f"!note {other} elsewhere")
+    desk.chat.fail_next = 1
+    await desk.flush()
+    desk.clock.advance(3600)
+    await desk.flush()
+    bodies = [p.article.body for p in desk.chat.posts if p.kind == "article" and p.article]
+    assert bodies.index("first") < bodies.index("second")
+
+
+async def test_a_ticket_without_a_root_post_gets_one_before_its_next_post(desk: Desk) -> None:
+    """Say the queue was bound to the room after the ticket arrived."""
+    from storage import models
+
+    await desk.receive(mail(text="the original mail"))
+    await desk.store.run(lambda repo: models.OutboxEntry.update(state="done").execute())
+    await desk.command(ALICE, "!note 2026112310000001 later note")
+    await desk.flush()
+    assert desk.chat.kinds() == ["ticket", "article"]
+    assert desk.chat.posts[0].article is not None
+    assert "the original mail" in desk.chat.posts[0].article.body

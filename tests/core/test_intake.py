@@ -101,3 +101,36 @@ async def test_raw_bytes_are_kept_with_the_article(desk: Desk) -> None:
 
     raw = await desk.store.run(lambda repo: models.RawMessage.select().first().data)
     assert bytes(raw) == email.raw
+
+
+async def test_forward_of_a_ticket_to_another_queue_makes_a_ticket_there(desk: Desk) -> None:
+    """A subject tag of an info ticket must not pull mail sent to press@ into info's room."""
+    number = (await desk.receive(mail())).ticket_number
+    forwarded = await desk.receive(
+        mail(subject=f"Fwd: Re: [Ticket#{number}] Photo question", to="press@example.org")
+    )
+    assert forwarded.created and forwarded.ticket_number != number
+    ticket = await desk.store.run(lambda repo: repo.ticket_by_number(forwarded.ticket_number))
+    assert ticket is not None and ticket.queue == "press"
+
+
+async def test_reply_to_an_unknown_address_still_follows_up(desk: Desk) -> None:
+    number = (await desk.receive(mail(message_id="<u@x>"))).ticket_number
+    follow = await desk.receive(mail(to="someone@else.org", in_reply_to="<u@x>"))
+    assert follow.ticket_number == number
+
+
+async def test_a_mail_that_cannot_be_stored_is_kept_as_a_ticket_with_the_raw_mail(
+    desk: Desk,
+) -> None:
+    """One bad mail must never stop the mailbox: it becomes a plain ticket instead."""
+    from dataclasses import replace
+
+    from bot.mail import AttachmentData
+
+    broken = replace(mail(), attachments=(AttachmentData("x.bin", "a/b", None),))  # type: ignore[arg-type]
+    outcome = await desk.receive(broken)
+    assert outcome.created
+    articles = await desk.store.run(lambda repo: repo.articles(1))
+    assert "could not store" in articles[0].body
+    assert articles[0].attachments[0].filename == "original.eml"

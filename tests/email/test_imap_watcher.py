@@ -602,3 +602,25 @@ async def test_starttls_is_required_when_configured(
     finally:
         await watcher.close()
     assert not intake.resets
+
+
+async def test_move_mode_without_move_or_uidplus_never_expunges_the_folder(
+    imap_account: ImapAccount, intake: FakeIntake
+) -> None:
+    """A plain EXPUNGE would also delete what a person only marked \\Deleted."""
+    watcher = ImapWatcher(
+        settings(imap_account, after_intake="move", move_to="Ticketed"), intake, parse
+    )
+    try:
+        imap_account.append(mail(1))
+        assert await watcher.check_once() == 1
+        watcher._capabilities = watcher._capabilities - {b"MOVE", b"UIDPLUS"}
+        kept = imap_account.append(mail("kept"), flags=(b"\\Deleted",))
+        ours = imap_account.append(mail(2))
+        intake.before_commit = None
+        await watcher.check_once()
+    finally:
+        await watcher.close()
+    assert kept in imap_account.uids("INBOX"), "a person's \\Deleted mail was expunged"
+    assert b"\\Deleted" in imap_account.flags("INBOX")[ours]
+    assert len(imap_account.uids("Ticketed")) >= 2

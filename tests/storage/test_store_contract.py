@@ -186,3 +186,16 @@ async def test_sqlite_units_of_work_take_the_write_lock_up_front(tmp_path: Path)
     await desk.store.close()
     begins = [s for s in statements if s.upper().startswith("BEGIN")]
     assert begins and all(s.upper().startswith("BEGIN IMMEDIATE") for s in begins)
+
+
+async def test_nul_bytes_and_huge_message_ids_are_stored(any_desk: Desk) -> None:
+    """PostgreSQL refuses NUL in text and index rows over 2,704 bytes; mail may carry both."""
+    huge = "<" + "é" * 1500 + "@example.net>"
+    first = await any_desk.receive(
+        mail(message_id=huge, subject="nul\x00subject", text="body\x00text", in_reply_to="<a\x00b>")
+    )
+    assert first.created
+    again = await any_desk.receive(mail(message_id=huge))
+    assert again.duplicate and again.ticket_number == first.ticket_number
+    follow = await any_desk.receive(mail(subject="re", in_reply_to=huge))
+    assert follow.ticket_number == first.ticket_number
