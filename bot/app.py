@@ -45,6 +45,7 @@ class App:
     maildir: MaildirSource | None = None
     imap: ImapWatcher | None = None
     matrix: Any = None  # adapters.matrix.MatrixAdapter, imported only when configured
+    discord: Any = None  # adapters.discord.DiscordAdapter, likewise
     console: ConsoleRepl | None = None
     gateways: dict[str, ChatGateway] = field(default_factory=dict)
 
@@ -61,6 +62,8 @@ class App:
         """Run until cancelled, or until the console's input ends."""
         if self.matrix is not None:
             await self.matrix.start()
+        if self.discord is not None:
+            await self.discord.start()
         self.scheduler.start()
         try:
             if self.maildir is not None:
@@ -79,6 +82,8 @@ class App:
                     background.append(group.create_task(self.imap.run(), name="imap"))
                 if self.matrix is not None:
                     background.append(group.create_task(self.matrix.run(), name="matrix"))
+                if self.discord is not None:
+                    background.append(group.create_task(self.discord.run(), name="discord"))
                 if self.console is not None:
                     await self.console.run()
                     log.info("end of input: finishing the outbox and stopping")
@@ -90,9 +95,10 @@ class App:
 
     async def close(self) -> None:
         self.scheduler.shutdown()
-        if self.matrix is not None:
-            with contextlib.suppress(Exception):
-                await self.matrix.stop()
+        for adapter in (self.matrix, self.discord):
+            if adapter is not None:
+                with contextlib.suppress(Exception):
+                    await adapter.stop()
         await self.store.close()
 
 
@@ -150,8 +156,21 @@ async def build_app(
 
         matrix = MatrixAdapter(config.matrix, config.queues, commands)
         gateways["matrix"] = matrix.gateway
+    discord = None
+    if config.discord is not None:
+        from adapters.discord import DiscordAdapter
 
-    dispatcher = OutboxDispatcher(config, store, clock, gateways, sender or _mail_sender(config))
+        discord = DiscordAdapter(config.discord, config.queues, commands)
+        gateways["discord"] = discord.gateway
+
+    dispatcher = OutboxDispatcher(
+        config,
+        store,
+        clock,
+        gateways,
+        sender or _mail_sender(config),
+        uploads=frozenset({"discord"}),  # Discord shows attachments; others list them
+    )
     wake_targets.append(dispatcher)
 
     if config.console is not None and config.console.enabled:
@@ -206,6 +225,7 @@ async def build_app(
         maildir=maildir,
         imap=imap,
         matrix=matrix,
+        discord=discord,
         console=console,
         gateways=gateways,
     )

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.servers.smtp",
     "tests.servers.synapse",
     "tests.servers.postgres",
+    "tests.servers.discord_double",
 ]

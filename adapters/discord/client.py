@@ -1,0 +1,243 @@
+"""The bot's Discord account: connect, register commands and buttons, listen.
+
+:class:`DiscordAdapter` owns the ``discord.Client``. Its :attr:`~DiscordAdapter.gateway`
+shares that client, so the outbox posts over the same login the listeners use.
+
+Intents are the minimum: guilds (channels, threads, roles), guild messages (thread
+events) and guild reactions. No privileged intent: the bot never reads message
+content (commands are slash commands, buttons and reactions) and never lists
+members (an interaction or a reaction carries the member's roles).
+
+Reconnecting is discord.py's job: ``connect(reconnect=True)`` resumes the gateway
+session after a dropped connection, with backoff, for as long as the process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+import discord
+from discord import app_commands
+
+from adapters.discord.commands import register_commands
+from adapters.discord.gateway import DiscordGateway
+from adapters.discord.interactions import CommandExecutor, InteractionHandler
+from adapters.discord.mapping import QueueChannels
+from adapters.discord.reactions import ReactionHandler
+from adapters.discord.views import TicketButtons
+from bot.config import DiscordConfig, QueueConfig
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+PUBLIC_QUEUE_WARNING = (
+    "⚠️ ticketbot: everyone in this server can read this queue channel, so every "
+    "requester's email (name, address, message) is visible to all members. Make the "
+    "channel private (deny View Channel to the everyone role) and allow only the "
+    "volunteers' role."
+)
+#: What the bot needs in a queue channel, and why (for the start-up check).
+NEEDED_PERMISSIONS = {
+    "view_channel": "see the channel",
+    "send_messages": "post tickets",
+    "embed_links": "show the ticket's card",
+    "create_public_threads": "open a thread per ticket",
+    "send_messages_in_threads": "post emails and notes in the threads",
+    "attach_files": "upload attachments",
+    "read_message_history": "edit tickets and see reactions",
+}
+
+
+class DiscordStartError(Exception):
+    """The bot cannot start on Discord; the message says why (bad token, not in the server)."""
+
+
+def intents() -> discord.Intents:
+    chosen = discord.Intents.none()
+    chosen.guilds = True
+    chosen.guild_messages = True
+    chosen.guild_reactions = True
+    return chosen
+
+
+class TicketbotClient(discord.Client):
+    """A ``discord.Client`` that hands events to the adapter's handlers."""
+
+    def __init__(self, guild_ready_timeout: float = 2.0) -> None:
+        super().__init__(
+            intents=intents(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            guild_ready_timeout=guild_ready_timeout,
+        )
+        self.on_setup: Callable[[], Awaitable[None]] | None = None
+        self.reactions: ReactionHandler | None = None
+
+    async def setup_hook(self) -> None:
+        if self.on_setup is not None:
+            await self.on_setup()
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        if self.reactions is not None:
+            await self.reactions.on_raw_reaction_add(payload)
+
+    async def on_resumed(self) -> None:
+        log.info("discord: connection resumed")
+
+
+class DiscordAdapter:
+    """Login, commands, buttons and reactions of the bot's Discord account.
+
+    Call :meth:`start` (connect, wait until ready, sync commands, check the queue
+    channels), then run :meth:`run` as a task until :meth:`stop`. ``commands`` is
+    the :class:`bot.commands.CommandService` (anything with its ``execute``).
+    """
+
+    def __init__(
+        self,
+        config: DiscordConfig,
+        queues: Iterable[QueueConfig],
+        commands: CommandExecutor,
+        *,
+        ready_timeout: float = READY_TIMEOUT,
+        guild_ready_timeout: float = 2.0,
+    ) -> None:
+        """``guild_ready_timeout`` is how long discord.py waits for more servers after
+        the gateway's READY before it counts as ready; tests shorten it."""
+        self.config = config
+        self.channels = QueueChannels(queues)
+        self.client = TicketbotClient(guild_ready_timeout)
+        self.tree: app_commands.CommandTree[TicketbotClient] = app_commands.CommandTree(self.client)
+        self.interactions = InteractionHandler(commands, self.channels)
+        self.gateway = DiscordGateway(self.client, config.guild_id, self._buttons)
+        self.reactions = ReactionHandler(self.client, commands, self.channels, self.gateway)
+        self.client.reactions = self.reactions
+        self.client.on_setup = self._setup
+        register_commands(self.tree, self.interactions, discord.Object(config.guild_id))
+        self._ready_timeout = ready_timeout
+        self._connection: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in, connect, wait until ready, sync the commands, check the queue channels.
+
+        On any failure the client is closed again before the error is raised.
+        """
+        try:
+            await self.client.login(self.config.token)
+        except discord.LoginFailure as exc:
+            await self.client.close()
+            raise DiscordStartError(f"discord: the bot token was rejected ({exc})") from exc
+        except BaseException:
+            await self.client.close()
+            raise
+        self._connection = asyncio.create_task(
+            self.client.connect(reconnect=True), name="discord-gateway"
+        )
+        try:
+            await self._wait_until_ready(self._connection)
+            guild = self.client.get_guild(self.config.guild_id)
+            if guild is None:
+                raise DiscordStartError(
+                    f"discord: the bot is not a member of server {self.config.guild_id}; "
+                    "invite it with the bot and applications.commands scopes"
+                )
+            synced = await self.tree.sync(guild=guild)
+            log.info("discord: %d slash command(s) synced to %s", len(synced), guild.name)
+            await self._check_channels(guild)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "discord: %s listening in %d queue channel(s)", self.client.user, len(self.channels.ids)
+        )
+
+    async def run(self) -> None:
+        """Wait until the client closes; discord.py reconnects and resumes meanwhile."""
+        if self._connection is None:
+            raise RuntimeError("DiscordAdapter.run() before start()")
+        await self._connection
+
+    async def stop(self) -> None:
+        """Close the connection (also ending :meth:`run`)."""
+        await self.client.close()
+        connection = self._connection
+        if connection is None:
+            return
+        done, _ = await asyncio.wait({connection}, timeout=STOP_TIMEOUT)
+        if not done:
+            connection.cancel()
+        elif not connection.cancelled() and connection.exception() is not None:
+            log.warning("discord: the connection had ended with %r", connection.exception())
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _buttons(self) -> discord.ui.View:
+        return TicketButtons(self.interactions)
+
+    async def _setup(self) -> None:
+        """At login: the buttons of every root message, also those posted before a restart."""
+        self.client.add_view(TicketButtons(self.interactions))
+
+    async def _wait_until_ready(self, connection: asyncio.Task[None]) -> None:
+        ready = asyncio.ensure_future(self.client.wait_until_ready())
+        try:
+            done, _ = await asyncio.wait(
+                {ready, connection},
+                timeout=self._ready_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+        if ready in done:
+            return
+        if connection.done():
+            error = connection.exception()
+            raise DiscordStartError(f"discord: the connection ended at start: {error!r}") from error
+        raise DiscordStartError(f"discord: not ready within {self._ready_timeout:.0f} s")
+
+    async def _check_channels(self, guild: discord.Guild) -> None:
+        """Log what is wrong with each queue channel; warn loudly where everyone can read it."""
+        for channel_id in self.channels.ids:
+            queue = self.channels.queue(channel_id)
+            name = queue.name if queue is not None else "?"
+            channel = guild.get_channel(channel_id)
+            if not isinstance(channel, discord.TextChannel):
+                log.error(
+                    "discord: queue %s: channel %s is %s; it must be a text channel the bot sees",
+                    name,
+                    channel_id,
+                    "not found" if channel is None else f"a {channel.type} channel",
+                )
+                continue
+            missing = [
+                why
+                for permission, why in NEEDED_PERMISSIONS.items()
+                if not getattr(channel.permissions_for(guild.me), permission)
+            ]
+            if missing:
+                log.error(
+                    "discord: queue %s: in #%s the bot lacks permissions to %s",
+                    name,
+                    channel.name,
+                    ", ".join(missing),
+                )
+            if channel.permissions_for(guild.default_role).view_channel:
+                await self._warn_public(name, channel)
+
+    async def _warn_public(self, queue: str, channel: discord.TextChannel) -> None:
+        log.warning(
+            "discord: QUEUE CHANNEL #%s (%s, queue %s) IS READABLE BY EVERYONE IN THE SERVER: "
+            "requesters' emails are visible to all members. Deny View Channel to @everyone.",
+            channel.name,
+            channel.id,
+            queue,
+        )
+        try:
+            await self.gateway.post_text(channel.id, PUBLIC_QUEUE_WARNING)
+        except discord.HTTPException as exc:
+            log.warning("discord: could not post the warning in #%s: %s", channel.name, exc)

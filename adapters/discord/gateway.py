@@ -1,0 +1,217 @@
+"""The outbox's view of Discord: post a ticket, its articles, edits and notices.
+
+Errors are not caught here: a ``discord.HTTPException`` (or ``NotFound``,
+``Forbidden``) reaches the outbox, which counts the attempt as failed and retries
+later. A 429 never gets that far: discord.py waits out the rate limit and repeats
+the request itself, so a burst of posts is delayed, never dropped.
+
+Retries and duplicates. Discord has no transaction ids like Matrix, so a retried
+post could appear twice. Two things prevent that:
+
+* every message carries a nonce derived from the outbox key, sent with
+  ``enforce_nonce``: for a few minutes Discord answers a repeat with the message it
+  already created instead of a new one;
+* the gateway remembers, per outbox key and for the life of the process, which
+  steps already succeeded (the root message's id, the thread, how many parts of an
+  article were sent), so a retry after a failed thread creation reuses the root
+  message instead of posting a second one.
+
+A crash between a send and the outbox recording it can still double-post when the
+retry comes after the nonce window; nothing on Discord's side can prevent that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+
+import discord
+
+from adapters.discord.render import (
+    OutMessage,
+    article_messages,
+    notice_messages,
+    thread_name,
+    ticket_embed,
+)
+from adapters.discord.text import cap
+from bot.chat import ArticleView, TicketView
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+#: Threads stay in the channel list for a week without activity (Discord's maximum).
+THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080
+#: Discord's error code for "a thread has already been created for this message".
+THREAD_ALREADY_CREATED = 160004
+#: Outbox keys remembered; far more than can be retrying at once.
+REMEMBERED_KEYS = 10_000
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class DiscordError(Exception):
+    """Discord is not set up as the config says (a queue channel that is not a text channel)."""
+
+
+class _Memo(Generic[K, V]):
+    """A bounded map that forgets its oldest entries: progress of recent outbox items."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+@dataclass
+class _TicketProgress:
+    root: int | None = None
+    thread: bool = False
+
+
+class DiscordGateway:
+    """:class:`bot.chat.ChatGateway` on a ``discord.Client``.
+
+    ``room`` arguments are queue channel ids (as strings, the way
+    :meth:`QueueConfig.bindings` gives them); ``root_ref`` is the root message's id,
+    which is also the id of the ticket's thread. ``buttons`` makes the view sent
+    under each root message; the adapter registers the same view as persistent at
+    start, which is what answers the clicks.
+    """
+
+    name = "discord"
+
+    def __init__(
+        self,
+        client: discord.Client,
+        guild_id: int,
+        buttons: Callable[[], discord.ui.View],
+    ) -> None:
+        self._client = client
+        self._guild_id = guild_id
+        self._buttons = buttons
+        self._tickets: _Memo[str, _TicketProgress] = _Memo(REMEMBERED_KEYS)
+        self._parts_sent: _Memo[str, int] = _Memo(REMEMBERED_KEYS)
+
+    # --- ChatGateway ---------------------------------------------------------------------
+
+    async def post_ticket(
+        self, room: str, ticket: TicketView, first: ArticleView | None, key: str
+    ) -> str:
+        progress = self._tickets.get(key)
+        if progress is None:
+            progress = _TicketProgress()
+            self._tickets.put(key, progress)
+        if progress.root is None:
+            channel = await self._text_channel(int(room))
+            view = self._buttons()
+            message = await channel.send(
+                embed=ticket_embed(ticket),
+                view=view,
+                allowed_mentions=NO_MENTIONS,
+                nonce=nonce(key, "root"),
+            )
+            # The persistent view registered at start answers clicks on every message;
+            # this per-message copy would only pile up in memory.
+            view.stop()
+            progress.root = message.id
+        if not progress.thread:
+            await self._create_thread(int(room), progress.root, ticket)
+            progress.thread = True
+        if first is not None:
+            await self._send_all(progress.root, article_messages(first, ticket.number), key)
+        return str(progress.root)
+
+    async def post_article(
+        self, room: str, root_ref: str, ticket: TicketView, article: ArticleView, key: str
+    ) -> None:
+        await self._send_all(int(root_ref), article_messages(article, ticket.number), key)
+
+    async def update_ticket(self, room: str, root_ref: str, ticket: TicketView, key: str) -> None:
+        channel = self._client.get_partial_messageable(
+            int(room), guild_id=self._guild_id, type=discord.ChannelType.text
+        )
+        # No ``view``: the buttons stay as they are.
+        await channel.get_partial_message(int(root_ref)).edit(
+            embed=ticket_embed(ticket), allowed_mentions=NO_MENTIONS
+        )
+
+    async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
+        await self._send_all(int(root_ref), notice_messages(text), key)
+
+    # --- for the adapter ------------------------------------------------------------------
+
+    async def post_text(self, channel_id: int, text: str) -> None:
+        """A line from the bot in a channel or thread (answers, warnings); escaped, no pings."""
+        once = uuid.uuid4().hex
+        for index, message in enumerate(notice_messages(text)):
+            await self._send(channel_id, message, nonce(once, str(index)))
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _text_channel(self, channel_id: int) -> discord.TextChannel:
+        channel = self._client.get_channel(channel_id)
+        if channel is None:
+            channel = await self._client.fetch_channel(channel_id)
+        if not isinstance(channel, discord.TextChannel):
+            raise DiscordError(f"discord channel {channel_id} is not a text channel")
+        return channel
+
+    async def _create_thread(self, channel_id: int, root: int, ticket: TicketView) -> None:
+        channel = await self._text_channel(channel_id)
+        try:
+            await channel.get_partial_message(root).create_thread(
+                name=thread_name(ticket), auto_archive_duration=THREAD_ARCHIVE_MINUTES
+            )
+        except discord.HTTPException as exc:
+            if exc.code != THREAD_ALREADY_CREATED:
+                raise
+            log.info("discord: thread of ticket %s already existed", ticket.number)
+
+    async def _send_all(self, thread_id: int, messages: Sequence[OutMessage], key: str) -> None:
+        """Send the parts in order; a retry starts after the last part that went through."""
+        done = self._parts_sent.get(key) or 0
+        for index in range(done, len(messages)):
+            await self._send(thread_id, messages[index], nonce(key, str(index)))
+            self._parts_sent.put(key, index + 1)
+
+    async def _send(self, channel_id: int, message: OutMessage, nonce: str) -> None:
+        """One message into a channel or thread: never a ping, never a link preview."""
+        channel = self._client.get_partial_messageable(channel_id, guild_id=self._guild_id)
+        content = cap(message.content)
+        if not message.uploads:
+            await channel.send(
+                content, allowed_mentions=NO_MENTIONS, suppress_embeds=True, nonce=nonce
+            )
+            return
+        files = [discord.File(io.BytesIO(u.data), filename=u.filename) for u in message.uploads]
+        await channel.send(
+            content,
+            files=files,
+            allowed_mentions=NO_MENTIONS,
+            suppress_embeds=True,
+            nonce=nonce,
+        )
+
+
+def nonce(key: str, part: str) -> str:
+    """A message nonce (at most 25 characters) that is the same on every retry of ``key``."""
+    return hashlib.sha256(f"{key}:{part}".encode()).hexdigest()[:25]

@@ -1,0 +1,126 @@
+"""Reactions as commands: ✋ on a ticket claims it, ✅ closes it.
+
+Raw reaction events are used because they arrive for every message, also ones
+the client never cached (a ticket posted before the last restart). A reaction has
+no ephemeral answer, so a refusal is posted as a short line in the ticket's thread,
+naming the volunteer without pinging anyone; where there is no thread it goes to
+the volunteer as a direct message. A success needs no answer: the thread shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import discord
+
+from adapters.discord.gateway import DiscordGateway
+from adapters.discord.interactions import CommandExecutor, person_of
+from adapters.discord.mapping import (
+    Person,
+    Place,
+    QueueChannels,
+    reaction_command,
+    request_from_reaction,
+    thread_of,
+)
+from adapters.discord.render import answer_chunks
+from bot.commands import CommandResult
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+_PLACES_REMEMBERED = 1000
+
+
+class ReactionHandler:
+    """Turns ✋/✅ in queue channels and ticket threads into claim/close."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        commands: CommandExecutor,
+        channels: QueueChannels,
+        gateway: DiscordGateway,
+    ) -> None:
+        self._client = client
+        self._commands = commands
+        self._channels = channels
+        self._gateway = gateway
+        self._places: OrderedDict[int, Place | None] = OrderedDict()
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        me = self._client.user
+        if payload.guild_id is None or (me is not None and payload.user_id == me.id):
+            return
+        if payload.member is not None and payload.member.bot:
+            return
+        emoji = str(payload.emoji)
+        if reaction_command(emoji) is None:
+            return
+        place = await self._place(payload.channel_id)
+        if place is None or self._channels.queue_of(place) is None:
+            return
+        person = await self._person(payload)
+        request = request_from_reaction(emoji, person, place, payload.message_id, self._channels)
+        if request is None:
+            return
+        try:
+            result = await self._commands.execute(request)
+        except Exception:
+            log.exception("discord: %s by %s failed", request.name, request.actor.user_id)
+            result = CommandResult(False, f"Sorry, {request.name} failed; the bot's log says why.")
+        if not result.ok:
+            await self._refuse(person, thread_of(request.context), result.message)
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _place(self, channel_id: int) -> Place | None:
+        """The channel, and for a thread its parent; None when Discord will not say."""
+        if channel_id in self._channels:
+            return Place(channel_id)
+        if channel_id in self._places:
+            return self._places[channel_id]
+        channel = self._client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self._client.fetch_channel(channel_id)
+            except discord.HTTPException as exc:
+                log.debug("discord: channel %s of a reaction is unknown: %s", channel_id, exc)
+                return None
+        place = Place(
+            channel_id, channel.parent_id if isinstance(channel, discord.Thread) else None
+        )
+        self._places[channel_id] = place
+        while len(self._places) > _PLACES_REMEMBERED:
+            self._places.popitem(last=False)
+        return place
+
+    async def _person(self, payload: discord.RawReactionActionEvent) -> Person:
+        """Who reacted, with roles; the event carries the member unless the guild is uncached."""
+        if payload.member is not None:
+            return person_of(payload.member)
+        guild = self._client.get_guild(payload.guild_id or 0)
+        if guild is not None:
+            try:
+                return person_of(await guild.fetch_member(payload.user_id))
+            except discord.HTTPException as exc:
+                log.warning("discord: cannot look up member %s: %s", payload.user_id, exc)
+        return Person(payload.user_id, "")
+
+    async def _refuse(self, person: Person, thread_id: int | None, message: str) -> None:
+        name = person.display_name or "Sorry"
+        text = f"{name}: {message}"
+        if thread_id is not None:
+            try:
+                await self._gateway.post_text(thread_id, text)
+                return
+            except discord.HTTPException as exc:
+                log.info("discord: cannot answer in thread %s (%s); sending a DM", thread_id, exc)
+        try:
+            user = self._client.get_user(person.user_id) or await self._client.fetch_user(
+                person.user_id
+            )
+            await user.send(answer_chunks(message)[0], allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("discord: cannot tell %s why %r was refused: %s", person.user_id, text, exc)

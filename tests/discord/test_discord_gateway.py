@@ -1,0 +1,460 @@
+"""DiscordAdapter and DiscordGateway against the loopback Discord double (real discord.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import discord
+import pytest
+
+from adapters.discord import DiscordAdapter, DiscordStartError
+from bot.chat import ArticleView, TicketView
+from bot.commands import COMMANDS, CommandRequest, CommandResult
+from bot.config import DiscordConfig, QueueConfig
+from bot.mail import AttachmentData
+from tests.servers.discord_double import DiscordDouble
+
+NUMBER = "2026112310000012"
+EPHEMERAL = 64
+
+
+class FakeCore:
+    """Records requests; refuses whoever the queue's config refuses, like CommandService."""
+
+    def __init__(self, queues: list[QueueConfig], delay: float = 0.0) -> None:
+        self.queues = queues
+        self.delay = delay
+        self.requests: list[CommandRequest] = []
+
+    async def execute(self, request: CommandRequest) -> CommandResult:
+        self.requests.append(request)
+        await asyncio.sleep(self.delay)
+        queue = next(
+            (q for q in self.queues if str(q.discord_channel) == request.context.room), None
+        )
+        if queue is not None and not queue.may_act(request.actor):
+            return CommandResult(
+                False, f"Sorry, only volunteers of queue {queue.name} may act on its tickets."
+            )
+        if request.name == "show":
+            return CommandResult(True, f"[Ticket#{NUMBER}] @everyone <@&1> [x](http://evil)")
+        return CommandResult(True, f"done: {request.name}", NUMBER, shown_in_thread=True)
+
+
+@dataclass
+class Desk:
+    double: DiscordDouble
+    adapter: DiscordAdapter
+    core: FakeCore
+    guild: str
+    queue: str
+    public: str
+    volunteers: str
+    alice: str
+    mallory: str
+
+    async def post(self, key: str = "post-1", **changes: Any) -> str:
+        return await self.adapter.gateway.post_ticket(
+            self.queue, ticket_view(**changes), article_view(), key
+        )
+
+    async def request(self, count: int = 1) -> CommandRequest:
+        await self.double.wait_for(lambda: len(self.core.requests) >= count)
+        return self.core.requests[count - 1]
+
+
+def ticket_view(**changes: Any) -> TicketView:
+    fields: dict[str, Any] = {
+        "number": NUMBER,
+        "queue": "support",
+        "state": "new",
+        "owner": "",
+        "requester": "Mallory <mallory@example.org>",
+        "subject": "Printer on fire @everyone",
+        "preview": "It burns.\n<@&1> [click](http://evil)",
+        "created_at": datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
+    }
+    fields.update(changes)
+    return TicketView(**fields)
+
+
+def article_view(
+    body: str = "It burns. @here https://example.org/x", **changes: Any
+) -> ArticleView:
+    fields: dict[str, Any] = {
+        "kind": "inbound",
+        "author": "Mallory <mallory@example.org>",
+        "created_at": datetime(2026, 11, 23, 10, 5, tzinfo=UTC),
+        "subject": "Printer on fire",
+        "body": body,
+    }
+    fields.update(changes)
+    return ArticleView(**fields)
+
+
+async def started(
+    double: DiscordDouble, guild: str, queues: list[QueueConfig], core: FakeCore
+) -> DiscordAdapter:
+    adapter = DiscordAdapter(
+        DiscordConfig(double.token, int(guild)), queues, core, guild_ready_timeout=0.05
+    )
+    await adapter.start()
+    return adapter
+
+
+@pytest.fixture
+async def desk(discord_double: DiscordDouble) -> AsyncIterator[Desk]:
+    double = discord_double
+    guild = double.add_guild("Help desk")
+    volunteers = double.add_role(guild, "Volunteers")
+    queue = double.add_channel(guild, "support", allow_roles=[volunteers])
+    public = double.add_channel(guild, "lobby-queue", everyone_can_read=True)
+    alice = double.add_member(guild, "alice", roles=[volunteers])
+    mallory = double.add_member(guild, "mallory")
+    queues = [
+        QueueConfig(
+            "support",
+            ("support@example.org",),
+            default=True,
+            discord_channel=int(queue),
+            discord_roles=(int(volunteers),),
+        ),
+        QueueConfig("lobby", ("lobby@example.org",), discord_channel=int(public)),
+    ]
+    core = FakeCore(queues)
+    with double.patch_client():
+        adapter = await started(double, guild, queues, core)
+        runner = asyncio.create_task(adapter.run())
+        try:
+            yield Desk(double, adapter, core, guild, queue, public, volunteers, alice, mallory)
+        finally:
+            await adapter.stop()
+            await asyncio.wait_for(runner, 5)
+
+
+async def answers(double: DiscordDouble, interaction_id: str, count: int) -> list[dict[str, Any]]:
+    """The interaction's callbacks and followups, once there are ``count`` of them."""
+    await double.wait_for(lambda: len(double.interaction_responses(interaction_id)) >= count)
+    return double.interaction_responses(interaction_id)
+
+
+def bot_bodies(double: DiscordDouble) -> list[tuple[str, str, Any]]:
+    """Every message body the bot sent or edited over REST (channels and interactions)."""
+    found = []
+    for request in double.requests:
+        path = request.path.split("?")[0]
+        if request.method in ("POST", "PATCH") and (
+            re.fullmatch(r"/channels/\d+/messages(/\d+)?", path)
+            or re.fullmatch(r"/webhooks/\d+/[^/]+(/messages/.+)?", path)
+        ):
+            found.append((request.method, path, request.json))
+    return found
+
+
+# --- posting ----------------------------------------------------------------------------------
+
+
+async def test_post_ticket_makes_an_embed_with_buttons_and_a_thread(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    [message] = double.messages(desk.queue)
+    assert message["id"] == root
+    [embed] = message["embeds"]
+    assert embed["title"] == f"[Ticket#{NUMBER}] Printer on fire @\u200beveryone"
+    assert {f["name"] for f in embed["fields"]} == {"State", "Owner", "Queue", "Requester"}
+    assert "\\<@&1\\>" in embed["description"] and "\\[click\\]" in embed["description"]
+    [row] = message["components"]
+    ids = [button["custom_id"] for button in row["components"]]
+    assert ids == ["ticketbot:claim", "ticketbot:reply", "ticketbot:note", "ticketbot:close"]
+
+    thread = double.threads[root]
+    assert thread.parent_id == desk.queue and thread.message_id == root
+    assert thread.name == f"Ticket#{NUMBER} Printer on fire @everyone"
+    [first] = double.messages(root)
+    assert first["content"].startswith("**✉ Email from Mallory \\<mallory@example.org\\>**")
+    assert "@\u200bhere <https://example.org/x>" in first["content"]
+    assert first["flags"] & 4  # SUPPRESS_EMBEDS: no link previews
+    bodies = bot_bodies(double)
+    assert len(bodies) == 3  # the warning in the public queue channel, the root, the article
+    assert all(body["allowed_mentions"]["parse"] == [] for _, _, body in bodies)
+
+
+async def test_update_ticket_edits_the_embed_and_keeps_the_buttons(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    changed = ticket_view(state="open", owner="alice")
+    await desk.adapter.gateway.update_ticket(desk.queue, root, changed, "update-1")
+    [edit] = double.edits
+    assert edit.message_id == root and "components" not in edit.payload
+    assert edit.payload["allowed_mentions"]["parse"] == []
+    message = double.message(desk.queue, root)
+    fields = {f["name"]: f["value"] for f in message["embeds"][0]["fields"]}
+    assert fields["State"] == "open" and fields["Owner"] == "alice"
+    assert len(message["components"][0]["components"]) == 4
+
+
+async def test_articles_notices_and_uploads(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    gateway = desk.adapter.gateway
+    files = (
+        AttachmentData("SPOILER_scan.pdf", "application/pdf", b"%PDF-1.4 scan"),
+        AttachmentData("../photo.jpg", "image/jpeg", b"\xff\xd8 photo"),
+    )
+    ticket = ticket_view()
+    await gateway.post_article(
+        desk.queue, root, ticket, article_view("see files", files=files), "a1"
+    )
+    await gateway.post_article(desk.queue, root, ticket, article_view("x" * 50_000), "a2")
+    await gateway.post_notice(desk.queue, root, "✋ Claimed by **@everyone**", "n1")
+    messages = double.messages(root)
+    assert len(messages) == 4
+    assert [a["filename"] for a in messages[1]["attachments"]] == ["scan.pdf", "photo.jpg"]
+    assert messages[2]["attachments"][0]["filename"] == f"ticket-{NUMBER}-inbound.txt"
+    text = next(u for u in double.uploads if u.filename.endswith(".txt")).content.decode()
+    assert text.endswith("x" * 50_000 + "\n")
+    assert messages[3]["content"] == "✋ Claimed by \\*\\*@\u200beveryone\\*\\*"
+    assert all(len(m["content"]) <= 2000 for m in messages)
+    assert all(body["allowed_mentions"]["parse"] == [] for _, _, body in bot_bodies(double))
+
+
+async def test_a_retry_after_a_failed_thread_does_not_post_a_second_root(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = desk.adapter.gateway
+    create = gateway._create_thread
+    calls = 0
+
+    async def flaky(*args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise discord.HTTPException(SimpleNamespace(status=500, reason="boom"), "boom")
+        await create(*args)
+
+    monkeypatch.setattr(gateway, "_create_thread", flaky)
+    with pytest.raises(discord.HTTPException):
+        await desk.post("retry-key")
+    root = await desk.post("retry-key")  # the outbox retries with the same key
+    assert [m["id"] for m in desk.double.messages(desk.queue)] == [root]
+    assert len(desk.double.messages(root)) == 1
+    assert await desk.post("retry-key") == root  # and once more: nothing new
+    assert len(desk.double.messages(root)) == 1
+
+
+async def test_a_burst_into_a_rate_limited_thread_all_arrives(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    double.rate_limit(root, limit=3, per=0.3, already_used=3)  # someone else used it up
+    for index in range(12):
+        await desk.adapter.gateway.post_notice(
+            desk.queue, root, f"notice {index}", f"burst-{index}"
+        )
+    contents = [m["content"] for m in double.messages(root)[1:]]
+    assert contents == [f"notice {index}" for index in range(12)]
+    assert double.rate_limited > 0
+
+
+# --- commands, buttons, modals, reactions ------------------------------------------------------
+
+
+async def test_commands_are_synced_to_the_guild(desk: Desk) -> None:
+    synced = {c["name"]: c for c in desk.double.synced_commands[desk.guild]}
+    assert set(synced) == set(COMMANDS)
+    assert "global" not in desk.double.synced_commands
+    for name, command in synced.items():
+        options = [o["name"] for o in command.get("options", [])]
+        assert options == ([] if name == "help" else ["number"])
+
+
+async def test_slash_claim_inside_the_thread(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    iid = await double.slash(desk.alice, root, "claim")
+    request = await desk.request()
+    assert request.name == "claim" and request.args == ""
+    assert request.context.thread_ref == root and request.context.room == desk.queue
+    assert request.actor.user_id == f"discord:{desk.alice}"
+    assert f"discord-role:{desk.volunteers}" in request.actor.roles
+    responses = await answers(double, iid, 2)
+    assert responses[0] == {"type": 5, "data": {"flags": EPHEMERAL}}
+    assert responses[1]["type"] == "followup"
+    assert responses[1]["data"]["content"] == "done: claim"
+    assert responses[1]["data"]["flags"] & EPHEMERAL
+    assert responses[1]["data"]["allowed_mentions"]["parse"] == []
+
+
+async def test_slash_with_a_number_and_show_output(desk: Desk) -> None:
+    double = desk.double
+    iid = await double.slash(desk.alice, desk.queue, "show", {"number": f"#{NUMBER}"})
+    request = await desk.request()
+    assert request.args == NUMBER and request.context.thread_ref is None
+    followup = (await double.wait_for(lambda: double.interaction_responses(iid)[1]))["data"]
+    assert followup["flags"] & EPHEMERAL
+    assert followup["content"] == (
+        f"\\[Ticket#{NUMBER}\\] @\u200beveryone \\<@&1\\> \\[x\\](<http://evil>)"
+    )
+
+
+async def test_a_member_without_access_is_refused_ephemerally(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    iid = await double.slash(desk.mallory, root, "claim")
+    await desk.request()
+    followup = (await double.wait_for(lambda: double.interaction_responses(iid)[1]))["data"]
+    assert followup["content"].startswith("Sorry, only volunteers of queue support")
+    assert followup["flags"] & EPHEMERAL
+    assert len(double.messages(root)) == 1  # nothing in the thread
+
+
+async def test_reply_button_opens_a_modal_and_submitting_runs_reply(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    iid = await double.click_button(desk.alice, desk.queue, root, "ticketbot:reply")
+    modal = await double.wait_for(lambda: double.interaction_responses(iid)[0])
+    assert modal["type"] == 9 and desk.core.requests == []
+    custom_id = modal["data"]["custom_id"]
+    submit = await double.submit_modal(
+        desk.alice, desk.queue, custom_id, {"ticketbot:text": "Dear Mallory,\n\nfixed."}
+    )
+    request = await desk.request()
+    assert request.name == "reply" and request.args == "Dear Mallory,\n\nfixed."
+    assert request.context.thread_ref == root and request.context.room == desk.queue
+    answered = await answers(double, submit, 2)
+    assert answered[0]["type"] == 5 and answered[1]["data"]["flags"] & EPHEMERAL
+
+
+async def test_slash_reply_with_a_number_remembers_it_in_the_modal(desk: Desk) -> None:
+    double = desk.double
+    iid = await double.slash(desk.alice, desk.queue, "reply", {"number": NUMBER})
+    modal = (await double.wait_for(lambda: double.interaction_responses(iid)[0]))["data"]
+    assert NUMBER in modal["title"]
+    await double.submit_modal(desk.alice, desk.queue, modal["custom_id"], {"ticketbot:text": "Hi"})
+    request = await desk.request()
+    assert request.args == f"{NUMBER} Hi" and request.context.thread_ref is None
+
+
+async def test_claim_and_close_buttons_run_directly(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    await double.click_button(desk.alice, desk.queue, root, "ticketbot:claim")
+    await double.click_button(desk.alice, desk.queue, root, "ticketbot:close")
+    requests = [await desk.request(1), await desk.request(2)]
+    assert sorted(r.name for r in requests) == ["claim", "close"]
+    assert all(r.context.thread_ref == root for r in requests)
+
+
+async def test_reactions_claim_and_close(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    await double.react(desk.alice, desk.queue, root, "✋")
+    claim = await desk.request()
+    assert claim.name == "claim" and claim.context.thread_ref == root
+    assert claim.context.room == desk.queue
+    first_in_thread = double.messages(root)[0]["id"]
+    await double.react(desk.alice, root, first_in_thread, "✔️")
+    close = await desk.request(2)
+    assert close.name == "close" and close.context.thread_ref == root
+    await double.react(desk.alice, desk.queue, root, "👍")
+    await asyncio.sleep(0.1)
+    assert len(desk.core.requests) == 2
+
+
+async def test_a_refused_reaction_is_answered_in_the_thread_without_a_ping(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    await double.react(desk.mallory, desk.queue, root, "✋")
+    answer = await double.wait_for(lambda: double.messages(root)[1])
+    assert answer["content"].startswith("mallory: Sorry, only volunteers of queue support")
+    assert double.payloads[answer["id"]]["allowed_mentions"]["parse"] == []
+
+
+async def test_the_bots_own_reactions_are_ignored(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    await double.react(double.bot_user_id, desk.queue, root, "✋")
+    await asyncio.sleep(0.2)
+    assert desk.core.requests == []
+
+
+async def test_answers_arrive_after_the_three_seconds_thanks_to_defer(desk: Desk) -> None:
+    double = desk.double
+    double.ack_deadline = 0.5
+    desk.core.delay = 1.0  # slower than the deadline
+    root = await desk.post()
+    iid = await double.slash(desk.alice, root, "close")
+    answered = await answers(double, iid, 2)
+    assert answered[0]["type"] == 5 and answered[1]["data"]["content"] == "done: close"
+
+
+# --- connection and start-up ------------------------------------------------------------------
+
+
+async def test_events_still_arrive_after_the_connection_drops(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    await double.drop_connection()
+    await double.react(desk.alice, desk.queue, root, "✋")  # sent while disconnected
+    await desk.request()
+    await double.wait_for(lambda: double.resumes >= 1)
+    await double.slash(desk.alice, root, "unclaim")
+    assert (await desk.request(2)).name == "unclaim"
+
+
+async def test_a_public_queue_channel_gets_a_warning(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    [warning] = desk.double.messages(desk.public)
+    assert "everyone in this server can read this queue channel" in warning["content"]
+    assert desk.double.messages(desk.queue) == []  # the private one does not
+    loud = [
+        r
+        for r in caplog.get_records("setup")
+        if r.levelno == logging.WARNING and "READABLE BY EVERYONE" in r.getMessage()
+    ]
+    assert len(loud) == 1 and "lobby-queue" in loud[0].getMessage()
+
+
+async def test_buttons_on_old_messages_work_after_a_restart(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    await desk.adapter.stop()
+    core = FakeCore(desk.core.queues)
+    queues = desk.core.queues
+    again = await started(double, desk.guild, queues, core)
+    try:
+        await double.click_button(desk.alice, desk.queue, root, "ticketbot:close")
+        await double.wait_for(lambda: core.requests)
+        assert core.requests[0].name == "close" and core.requests[0].context.thread_ref == root
+    finally:
+        await again.stop()
+
+
+async def test_intents_are_not_privileged(desk: Desk) -> None:
+    intents = discord.Intents._from_value(desk.double.intents)
+    assert intents.guilds and intents.guild_messages and intents.guild_reactions
+    assert not intents.message_content and not intents.members and not intents.presences
+
+
+async def test_a_wrong_token_stops_the_start(discord_double: DiscordDouble) -> None:
+    guild = discord_double.add_guild("Help desk")
+    adapter = DiscordAdapter(DiscordConfig("wrong", int(guild)), [], FakeCore([]))
+    with discord_double.patch_client(), pytest.raises(DiscordStartError, match="token"):
+        await adapter.start()
+    assert adapter.client.is_closed()
+
+
+async def test_a_server_the_bot_is_not_in_stops_the_start(discord_double: DiscordDouble) -> None:
+    discord_double.add_guild("Help desk")
+    config = DiscordConfig(discord_double.token, 1234567890123456789)
+    adapter = DiscordAdapter(config, [], FakeCore([]), guild_ready_timeout=0.05)
+    with discord_double.patch_client(), pytest.raises(DiscordStartError, match="not a member"):
+        await adapter.start()
+    assert adapter.client.is_closed()
