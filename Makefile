@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest servers demo-clean clean help
+.PHONY: demo test lint typecheck pytest servers demo-clean clean help bench
 
 help:
 	@echo "make demo        run the bot on bot.toml: sample mail, the console, replies as .eml files"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint        ruff check and format check"
 	@echo "make typecheck   mypy (strict on bot/ and storage/)"
 	@echo "make demo-clean  remove the demo's database, Maildir and outgoing mail (var/)"
+	@echo "make bench       intake throughput against a real Dovecot, figures to bench/results/"
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -49,6 +50,10 @@ pytest: $(VENV)/.test servers
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+bench: $(VENV)/.test
+	bash scripts/install-test-servers.sh
+	$(BIN)/python -m bench.intake
 
 clean:
 	rm -rf $(VENV) .venv-synapse .pytest_cache .mypy_cache .ruff_cache
