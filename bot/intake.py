@@ -164,9 +164,7 @@ class IntakeService:
     @staticmethod
     def _advance_cursor(repo: Repository, key: MailKey) -> None:
         if key.item.isdigit():
-            cursor = repo.cursor(key.source)
-            if cursor is None or cursor.validity != key.validity or int(key.item) > cursor.last_uid:
-                repo.set_cursor(key.source, key.validity, int(key.item))
+            repo.advance_cursor(key.source, key.validity, int(key.item))
 
     async def cursor(self, source: str) -> MailCursor | None:
         return await self._store.run(lambda repo: repo.cursor(source))

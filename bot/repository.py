@@ -134,6 +134,9 @@ class Repository(Protocol):
 
     def set_cursor(self, source: str, validity: int, last_uid: int) -> None: ...
 
+    def advance_cursor(self, source: str, validity: int, uid: int) -> None:
+        """Move the cursor to ``uid`` if that is further (a new validity starts it afresh)."""
+
     def record_intake(
         self, key: MailKey, message_id: str, ticket_id: int | None, now: datetime
     ) -> None: ...

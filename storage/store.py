@@ -65,7 +65,11 @@ class SqlStore:
             self.db.connect(reuse_if_open=True)
             tx = self.db.atomic(lock_type="IMMEDIATE") if is_sqlite(self.db) else self.db.atomic()
             with tx:
-                return work(self._repository)
+                try:
+                    return work(self._repository)
+                except BaseException:
+                    self._repository.forget_cached()
+                    raise
         except (OperationalError, InterfaceError) as exc:
             # locked, or the server went away: drop the connection so the next unit of
             # work connects afresh (peewee does not reconnect by itself)
@@ -107,7 +111,18 @@ def _text(value: str) -> str:
 
 
 class PeeweeRepository:
-    """Implements :class:`bot.repository.Repository`; every method runs inside a transaction."""
+    """Implements :class:`bot.repository.Repository`; every method runs inside a transaction.
+
+    Intake writes about a dozen rows a mail, so the statements on that path are kept few:
+    queue ids are cached, and inserts that may meet an existing row do not look first.
+    """
+
+    def __init__(self) -> None:
+        self._queue_ids: dict[str, int] = {}
+
+    def forget_cached(self) -> None:
+        """After a rollback: ids seen inside it may not exist."""
+        self._queue_ids.clear()
 
     # --- tickets -----------------------------------------------------------------------------
 
@@ -156,20 +171,27 @@ class PeeweeRepository:
 
     def next_ticket_number(self, day: date, system_id: int) -> str:
         key = day.isoformat()
-        updated = (
+        rows = list(
             m.TicketCounter.update(value=m.TicketCounter.value + 1)
             .where(m.TicketCounter.day == key)
+            .returning(m.TicketCounter.value)
             .execute()
         )
-        if not updated:
+        if rows:
+            value = int(rows[0].value)
+        else:
             m.TicketCounter.create(day=key, value=1)
-        value = m.TicketCounter.get(m.TicketCounter.day == key).value
+            value = 1
         return format_ticket_number(day, system_id, value)
 
     def _queue_id(self, name: str) -> int:
+        cached = self._queue_ids.get(name)
+        if cached is not None:
+            return cached
         row = m.Queue.get_or_none(m.Queue.name == name)
         if row is None:
             row = m.Queue.create(name=name, created_at=datetime.now(UTC))
+        self._queue_ids[name] = int(row.id)
         return int(row.id)
 
     def add_ticket(self, ticket: domain.Ticket) -> domain.Ticket:
@@ -469,6 +491,22 @@ class PeeweeRepository:
         row = m.MailboxCursor.get_or_none(m.MailboxCursor.source == source)
         return MailCursor(row.validity, row.last_uid) if row else None
 
+    def advance_cursor(self, source: str, validity: int, uid: int) -> None:
+        moved = (
+            m.MailboxCursor.update(last_uid=uid)
+            .where(
+                (m.MailboxCursor.source == source)
+                & (m.MailboxCursor.validity == validity)
+                & (m.MailboxCursor.last_uid < uid)
+            )
+            .execute()
+        )
+        if moved:
+            return
+        cursor = self.cursor(source)
+        if cursor is None or cursor.validity != validity:
+            self.set_cursor(source, validity, uid)
+
     def set_cursor(self, source: str, validity: int, last_uid: int) -> None:
         updated = (
             m.MailboxCursor.update(validity=validity, last_uid=last_uid)
@@ -481,24 +519,14 @@ class PeeweeRepository:
     def record_intake(
         self, key: MailKey, message_id: str, ticket_id: int | None, now: datetime
     ) -> None:
-        exists = (
-            m.IntakeRecord.select()
-            .where(
-                (m.IntakeRecord.source == key.source)
-                & (m.IntakeRecord.validity == key.validity)
-                & (m.IntakeRecord.item == key.item)
-            )
-            .exists()
-        )
-        if not exists:
-            m.IntakeRecord.create(
-                source=key.source,
-                validity=key.validity,
-                item=_text(key.item),
-                message_id=_text(message_id),
-                ticket=ticket_id,
-                committed_at=now,
-            )
+        m.IntakeRecord.insert(
+            source=key.source,
+            validity=key.validity,
+            item=_text(key.item),
+            message_id=_text(message_id),
+            ticket=ticket_id,
+            committed_at=now,
+        ).on_conflict_ignore().execute()
 
     def intake_pending(self, source: str) -> list[MailKey]:
         rows = (
