@@ -1,4 +1,4 @@
-"""The ``ticketbot`` command line: run, demo, check-config."""
+"""The ``ticketbot`` command line: run, demo, check-config, backup, restore."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from bot import __version__
@@ -27,6 +28,71 @@ examples:
   ticketbot check-config --config bot.toml   validate a configuration, connect nothing
   ticketbot demo                             sample mail, the console, replies as .eml files
   ticketbot run --config /etc/ticketbot/bot.toml
+  ticketbot backup /var/backups/ticketbot/ --keep 14   a checked copy, while the bot runs
+  ticketbot restore FILE --config new.toml             into an empty database, verified
+"""
+
+BACKUP_DESCRIPTION = """\
+Copy the ticket database to a file while the bot keeps running, and check the copy.
+
+SQLite: the online backup API copies the database as it was at one moment (the bot
+goes on writing meanwhile) into one self-contained .db file, which must then pass
+PRAGMA integrity_check. PostgreSQL: pg_dump --format=custom writes a .dump file (it
+needs a pg_dump at least as new as the server), which is then read back in full with
+pg_restore. Either way the sha256 stored with every mail and attachment is checked
+against its bytes, and the numbers of tickets, articles and attachments are printed.
+
+The copy is written beside PATH under a hidden temporary name and renamed only when
+it is complete and checked: a failed backup leaves nothing, and an older backup at
+PATH is replaced only by a good new one. Anything at PATH that is not a backup is
+never replaced. Backups hold requesters' personal data and are created readable by
+their owner only; keep them that way.
+
+Exit status: 0 written and checked; 1 the backup failed (nothing was written);
+2 the configuration is invalid.
+"""
+
+BACKUP_EPILOG = """\
+examples:
+  ticketbot backup /var/backups/ticketbot/ --config /etc/ticketbot/bot.toml
+      writes /var/backups/ticketbot/ticketbot-20261123-021500.db (.dump for
+      PostgreSQL); the time in the name is UTC
+  ticketbot backup /var/backups/ticketbot/ --keep 14 --config /etc/ticketbot/bot.toml
+      the same, then removes all but the 14 newest ticketbot-*.db/.dump files there
+      (nothing else in the folder is touched)
+  ticketbot backup before-upgrade.db --config /etc/ticketbot/bot.toml
+      a copy in a file of your choosing
+  a crontab line for a nightly backup, two weeks kept:
+    15 2 * * * ticketbot backup /var/backups/ticketbot/ --keep 14 --config /etc/ticketbot/bot.toml
+"""
+
+RESTORE_DESCRIPTION = """\
+Restore a backup made by `ticketbot backup` into the database named by [storage] url
+in the configuration, then verify it: the schema version and the numbers of tickets,
+articles and attachments must equal the backup's, and every stored mail and
+attachment must match its sha256. The kind of backup (SQLite file or pg_dump archive)
+is recognised from the file itself.
+
+Restore never overwrites anything. A SQLite database file must not exist yet (or be
+an empty file); it is written under a temporary name and renamed into place only
+once verified. A PostgreSQL database must have no tables, or only the empty schema
+the bot creates at its first start (no tickets, no articles), which is replaced; the
+restore runs in one transaction. A database holding tickets is refused, with how
+many it holds. Stop the bot before restoring and start it once the restore is
+verified.
+
+Exit status: 0 restored and verified; 1 refused, or a check failed; 2 the
+configuration is invalid.
+"""
+
+RESTORE_EPILOG = """\
+examples:
+  ticketbot restore /var/backups/ticketbot/ticketbot-20261123-021500.db \\
+      --config /etc/ticketbot/bot.toml
+      SQLite: the file named by storage.url must not exist yet; move the old one aside
+  createdb -O ticketbot ticketbot_restored
+  ticketbot restore /var/backups/ticketbot/ticketbot-20261123-021500.dump --config restored.toml
+      PostgreSQL: into a new, empty database that restored.toml's storage.url names
 """
 
 
@@ -73,6 +139,35 @@ def _parser() -> argparse.ArgumentParser:
         description="Read and validate the configuration; print a summary, or one line per "
         "problem naming the key. Exit status 0 when valid, 2 when not.",
     )
+    backup = sub.add_parser(
+        "backup",
+        parents=[common],
+        help="copy the database to a checked backup file, while the bot runs",
+        description=BACKUP_DESCRIPTION,
+        epilog=BACKUP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backup.add_argument(
+        "path",
+        metavar="PATH",
+        help="the backup file to write, or a folder to write ticketbot-YYYYmmdd-HHMMSS.db "
+        "(.dump for PostgreSQL) into",
+    )
+    backup.add_argument(
+        "--keep",
+        type=int,
+        metavar="N",
+        help="with a folder: after a good backup, remove all but the N newest backups there",
+    )
+    restore = sub.add_parser(
+        "restore",
+        parents=[common],
+        help="restore a backup into an empty database and verify it",
+        description=RESTORE_DESCRIPTION,
+        epilog=RESTORE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    restore.add_argument("path", metavar="PATH", help="a file written by ticketbot backup")
     return parser
 
 
@@ -106,6 +201,52 @@ def _summary(config: Config) -> str:
     return "\n".join(lines)
 
 
+def _progress(message: str) -> None:
+    """Progress goes to standard error, so standard output holds only the result."""
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _backup(config: Config, path: str, keep: int | None) -> int:
+    from storage.backup import BackupError, backup, backup_name, prune_backups, url_kind
+
+    target = Path(path)
+    folder = target if target.is_dir() else None
+    if folder is None and path.endswith(("/", "\\")):
+        # meant as a folder: never write a file named like the folder that is missing
+        print(f"ticketbot: backup failed: {path}: no such folder", file=sys.stderr)
+        return 1
+    if keep is not None and (folder is None or keep < 1):
+        print("ticketbot: --keep N needs PATH to be a folder and N >= 1", file=sys.stderr)
+        return 2
+    try:
+        if folder is not None:
+            target = folder / backup_name(url_kind(config.storage.url))
+        report = backup(config.storage.url, target, progress=_progress)
+    except BackupError as exc:
+        print(f"ticketbot: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    if folder is not None and keep is not None:
+        for removed in prune_backups(folder, keep):
+            print(f"  removed old backup {removed}")
+    return 0
+
+
+def _restore(config: Config, path: str) -> int:
+    from storage.backup import BackupError, TargetNotEmpty, restore
+
+    try:
+        report = restore(config.storage.url, Path(path), progress=_progress)
+    except TargetNotEmpty as exc:
+        print(f"ticketbot: restore refused: {exc}", file=sys.stderr)
+        return 1
+    except BackupError as exc:
+        print(f"ticketbot: restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     async def main() -> None:
         task = asyncio.current_task()
@@ -135,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check-config":
         print(_summary(config))
         return 0
+    if command == "backup":
+        return _backup(config, args.path, args.keep)
+    if command == "restore":
+        return _restore(config, args.path)
     try:
         if command == "demo":
             from bot.demo import run_demo
