@@ -22,7 +22,7 @@ from bot.chat import ArticleView, ChatGateway, TicketView, article_view, ticket_
 from bot.config import Config
 from bot.domain import Article, ArticleKind, SendState
 from bot.mail import Address, OutgoingEmail
-from bot.ports import Clock, MailSender, MailSendError
+from bot.ports import Clock, MailSender, MailSendError, StoreUnavailable
 from bot.repository import ChatPost, OutboxItem, Repository, Store
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ class OutboxDispatcher:
         # One drain at a time per channel: the worker and drain_all must never
         # carry out the same item twice.
         self._locks: dict[str, asyncio.Lock] = {}
+        # Replies the SMTP server accepted whose record has not been written yet: a
+        # retry in this process records them instead of sending them again.
+        self._sent_unrecorded: set[int] = set()
 
     @property
     def channels(self) -> list[str]:
@@ -270,10 +273,35 @@ class OutboxDispatcher:
         if article.send_state is SendState.SENT:
             await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
             return
-        await self._sender.send(message)
-        await self._store.run(lambda repo: self._mark_sent(repo, item, article_id))
+        if article_id not in self._sent_unrecorded:
+            await self._sender.send(message)
+            self._sent_unrecorded.add(article_id)
+            log.info(
+                "reply %s sent to %s", message.message_id, ", ".join(a.email for a in message.to)
+            )
+        await self._record_sent(item, article_id)
+        self._sent_unrecorded.discard(article_id)
         self.wake()
-        log.info("reply %s sent to %s", message.message_id, ", ".join(a.email for a in message.to))
+
+    async def _record_sent(self, item: OutboxItem, article_id: int) -> None:
+        """Record an accepted reply, retrying the record (never the send) while the
+        database is away: a reply the server took must not go out again because the
+        database was locked at that moment."""
+        delay = 1.0
+        while True:
+            try:
+                await self._store.run(lambda repo: self._mark_sent(repo, item, article_id))
+                return
+            except StoreUnavailable as exc:
+                log.warning(
+                    "reply for article %s was sent but cannot be recorded yet (%s); "
+                    "retrying the record in %.0f s",
+                    article_id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _load_reply(self, repo: Repository, article_id: int) -> tuple[Article, OutgoingEmail]:
         article = repo.article(article_id)

@@ -17,6 +17,7 @@ import re
 import smtplib
 import ssl
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,8 +84,18 @@ class SmtpSender:
                 if settings.username:
                     smtp.login(settings.username, settings.password or "")
                 refused = smtp.sendmail(sender, recipients, data)
-            finally:
+            except BaseException:
                 _quit_quietly(smtp)
+                raise
+            # The server has taken the message. Its answer to QUIT is not waited for here:
+            # the outbox records the reply as sent only after this returns, and a crash
+            # before that sends it again. Waiting for QUIT made that window a QUIT round
+            # trip long (up to ``timeout`` with a server slow to answer it) instead of the
+            # one database write the operator's guide promises; a kill during a slow QUIT
+            # sent the reply twice (tests/faults/test_reply_crash.py).
+            threading.Thread(
+                target=_quit_quietly, args=(smtp,), name="smtp-quit", daemon=True
+            ).start()
         except smtplib.SMTPRecipientsRefused as exc:
             raise self._recipients_error(exc.recipients) from exc
         except smtplib.SMTPAuthenticationError as exc:

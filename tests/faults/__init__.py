@@ -1,0 +1,1 @@
+"""Fault injection on real servers: kills, outages, refusals."""
