@@ -149,16 +149,10 @@ class Contents:
         return problems
 
 
-@dataclass(frozen=True)
-class BackupReport:
-    """A backup that was written and checked."""
+class _ContentsView:
+    """The counts of a backup or restore, read straight off its :class:`Contents`."""
 
-    path: Path
-    kind: str  # "sqlite" | "postgresql"
     contents: Contents
-    size: int
-    seconds: float
-    checks: tuple[str, ...] = field(default=())
 
     @property
     def schema_version(self) -> int:
@@ -175,6 +169,18 @@ class BackupReport:
     @property
     def attachments(self) -> int:
         return self.contents.attachments
+
+
+@dataclass(frozen=True)
+class BackupReport(_ContentsView):
+    """A backup that was written and checked."""
+
+    path: Path
+    kind: str  # "sqlite" | "postgresql"
+    contents: Contents
+    size: int
+    seconds: float
+    checks: tuple[str, ...] = field(default=())
 
     def summary(self) -> str:
         return "\n".join(
@@ -188,7 +194,7 @@ class BackupReport:
 
 
 @dataclass(frozen=True)
-class RestoreReport:
+class RestoreReport(_ContentsView):
     """A restore that was made and verified against its backup."""
 
     database: str  # the target, without its password
@@ -197,22 +203,6 @@ class RestoreReport:
     contents: Contents
     seconds: float
     checks: tuple[str, ...] = field(default=())
-
-    @property
-    def schema_version(self) -> int:
-        return self.contents.schema_version
-
-    @property
-    def tickets(self) -> int:
-        return self.contents.tickets
-
-    @property
-    def articles(self) -> int:
-        return self.contents.articles
-
-    @property
-    def attachments(self) -> int:
-        return self.contents.attachments
 
     def summary(self) -> str:
         return "\n".join(
