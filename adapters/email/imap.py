@@ -210,25 +210,34 @@ class ImapWatcher:
         count = 0
         for batch in _chunks(new, FETCH_BATCH):
             fetched = await self._imap(client.fetch, batch, [b"BODY.PEEK[]"])
-            for uid in batch:
-                raw = fetched.get(uid, {}).get(b"BODY[]")
-                if raw is None:
-                    log.info("%s: UID %d disappeared before it was fetched", self.source, uid)
-                    continue
-                key = MailKey(self.source, validity, str(uid))
-                try:
-                    await self._intake.ingest(self._parse(bytes(raw)), key)
-                except Exception:
-                    log.error(
-                        "%s: taking in UID %d failed; it stays unflagged and is tried again",
-                        self.source,
-                        uid,
-                        exc_info=True,
-                    )
-                    raise
-                await self._imap(self._finish_sync, client, [uid])
-                await self._intake.mark_done(key)
-                count += 1
+            # Flag what this batch took in with one STORE at its end (or when it stops
+            # early), not one round trip a message: the flags still follow the commits,
+            # and a crash in between is finished by _finish_pending at the next check.
+            taken: list[MailKey] = []
+            try:
+                for uid in batch:
+                    raw = fetched.get(uid, {}).get(b"BODY[]")
+                    if raw is None:
+                        log.info("%s: UID %d disappeared before it was fetched", self.source, uid)
+                        continue
+                    key = MailKey(self.source, validity, str(uid))
+                    try:
+                        await self._intake.ingest(self._parse(bytes(raw)), key)
+                    except Exception:
+                        log.error(
+                            "%s: taking in UID %d failed; it stays unflagged and is tried again",
+                            self.source,
+                            uid,
+                            exc_info=True,
+                        )
+                        raise
+                    taken.append(key)
+                    count += 1
+            finally:
+                if taken:
+                    await self._imap(self._finish_sync, client, [int(k.item) for k in taken])
+                    for key in taken:
+                        await self._intake.mark_done(key)
         return count
 
     async def _finish_pending(self, client: Any, validity: int) -> None:
