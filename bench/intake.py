@@ -61,7 +61,7 @@ from urllib.parse import urlsplit
 from imapclient import IMAPClient
 
 from adapters.email.imap import FETCH_BATCH, ImapSettings, ImapWatcher
-from adapters.email.parse import parse_email
+from adapters.email.parse import parser_for
 from bench import servers
 from bench.corpus import DEFAULT_SEED, Corpus, generate
 from bench.profiling import (
@@ -187,39 +187,13 @@ def watcher_for(
     kind: type[ImapWatcher] = ImapWatcher,
 ) -> ImapWatcher:
     """The watcher as :func:`bot.app.build_app` makes it."""
-    settings = config.mail.imap
-    assert settings is not None
-    return kind(
-        ImapSettings(
-            host=settings.host,
-            port=settings.port,
-            security=settings.security,
-            username=settings.username,
-            password=settings.password,
-            folder=settings.folder,
-            idle=settings.idle,
-            poll_seconds=settings.poll_seconds,
-            after_intake=settings.after_intake,
-            move_to=settings.move_to,
-            timeout=settings.timeout_seconds,
-        ),
-        intake,
-        parse,
-    )
+    assert config.mail.imap is not None
+    return kind(ImapSettings.from_config(config.mail.imap), intake, parse)
 
 
 def real_parse(config: Config) -> Callable[[bytes], InboundEmail]:
     """The parser with the configured attachment limits, as build_app wires it."""
-    limits = config.mail
-
-    def parse(raw: bytes) -> InboundEmail:
-        return parse_email(
-            raw,
-            max_attachment_bytes=limits.max_attachment_bytes,
-            max_total_attachment_bytes=limits.max_total_attachment_bytes,
-        )
-
-    return parse
+    return parser_for(config.mail)
 
 
 @dataclass

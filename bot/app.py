@@ -18,7 +18,7 @@ from adapters.console.gateway import ConsoleGateway
 from adapters.console.repl import ConsoleRepl
 from adapters.email.imap import ImapSettings, ImapWatcher
 from adapters.email.maildir import MaildirSource
-from adapters.email.parse import parse_email
+from adapters.email.parse import parser_for
 from adapters.email.smtp import FileSender, SmtpSender, SmtpSettings
 from adapters.scheduler import ApScheduler
 from bot.chat import ChatGateway
@@ -26,7 +26,6 @@ from bot.commands import CommandService
 from bot.config import Config
 from bot.domain import Actor
 from bot.intake import IntakeService
-from bot.mail import InboundEmail
 from bot.outbox import OutboxDispatcher
 from bot.ports import Clock, MailSender, SystemClock
 from storage.store import SqlStore
@@ -179,15 +178,7 @@ async def build_app(
             commands.execute, actor, after_command=dispatcher.drain_all, stdin=stdin, out=stdout
         )
 
-    limits = config.mail
-
-    def parse(raw: bytes) -> InboundEmail:
-        return parse_email(
-            raw,
-            max_attachment_bytes=limits.max_attachment_bytes,
-            max_total_attachment_bytes=limits.max_total_attachment_bytes,
-        )
-
+    parse = parser_for(config.mail)
     maildir = None
     if config.mail.maildir is not None:
         maildir = MaildirSource(
@@ -195,21 +186,8 @@ async def build_app(
         )
     imap = None
     if config.mail.imap is not None:
-        settings = config.mail.imap
         imap = ImapWatcher(
-            ImapSettings(
-                host=settings.host,
-                port=settings.port,
-                security=settings.security,
-                username=settings.username,
-                password=settings.password,
-                folder=settings.folder,
-                idle=settings.idle,
-                poll_seconds=settings.poll_seconds,
-                after_intake=settings.after_intake,
-                move_to=settings.move_to,
-                timeout=settings.timeout_seconds,
-            ),
+            ImapSettings.from_config(config.mail.imap),
             intake,
             parse,
             scheduler,

@@ -36,6 +36,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from imapclient import IMAPClient
 
+from bot.config import ImapConfig
 from bot.mail import InboundEmail
 from bot.ports import MailIntake, MailKey, Scheduler
 
@@ -75,6 +76,23 @@ class ImapSettings:
     after_intake: AfterIntake = "flag"
     move_to: str = ""
     timeout: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: ImapConfig) -> ImapSettings:
+        """The settings for the ``[mail.imap]`` section of bot.toml."""
+        return cls(
+            host=config.host,
+            port=config.port,
+            security=config.security,
+            username=config.username,
+            password=config.password,
+            folder=config.folder,
+            idle=config.idle,
+            poll_seconds=config.poll_seconds,
+            after_intake=config.after_intake,
+            move_to=config.move_to,
+            timeout=config.timeout_seconds,
+        )
 
     def __post_init__(self) -> None:
         if self.security not in ("tls", "starttls", "none"):

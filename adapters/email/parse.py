@@ -40,6 +40,7 @@ from email.parser import BytesHeaderParser
 from typing import Any, TypeVar
 
 from adapters.email.html_text import html_to_text
+from bot.config import MailConfig
 from bot.mail import Address, AttachmentData, InboundEmail
 
 __all__ = ["parse_email", "synthetic_message_id"]
@@ -707,3 +708,16 @@ def parse_email(
             sender=Address("", ""),
             parse_defects=(*parser.defects.items, f"unparseable mail ({type(exc).__name__})"),
         )
+
+
+def parser_for(limits: MailConfig) -> Callable[[bytes], InboundEmail]:
+    """:func:`parse_email` with the attachment limits of the ``[mail]`` section."""
+
+    def parse(raw: bytes) -> InboundEmail:
+        return parse_email(
+            raw,
+            max_attachment_bytes=limits.max_attachment_bytes,
+            max_total_attachment_bytes=limits.max_total_attachment_bytes,
+        )
+
+    return parse
