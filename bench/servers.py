@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,14 +34,14 @@ import pytest
 
 from tests.servers.dovecot import (
     LOOPBACK,
-    STARTUP_TIMEOUT,
+    DovecotStartError,
     ImapAccount,
-    _config,
     _dovecot_binary,
-    _greeted,
     _identities,
     _stop,
     _write_users,
+    launch,
+    make_workdir,
 )
 from tests.servers.ports import free_port
 
@@ -97,48 +96,28 @@ def dovecot() -> Iterator[BenchDovecot]:
         raise ServerUnavailable(str(exc)) from None
     ids = _identities()
     mail_uid, mail_gid = int(ids["mail_uid"]), int(ids["mail_gid"])
-    workdir = Path(tempfile.mkdtemp(prefix="ticketbot-bench-dovecot-"))
-    workdir.chmod(0o755)  # the unprivileged mail and login processes must get in
-    for sub in ("run", "state", "home"):
-        (workdir / sub).mkdir()
-    os.chown(workdir / "home", mail_uid, mail_gid)
+    workdir = make_workdir("ticketbot-bench-dovecot-", ids)
     password = secrets.token_urlsafe(12)
     _write_users(workdir / "users", {USERNAME: password})
     process: subprocess.Popen[bytes] | None = None
     try:
         for _attempt in range(3):  # another process may take the free port first
             port = free_port()
-            conf = workdir / "dovecot.conf"
-            conf.write_text(_config(workdir, port, ids))
-            started = time.monotonic()
-            with (workdir / "stderr.log").open("wb") as stderr_file:
-                process = subprocess.Popen(
-                    [binary, "-F", "-c", str(conf)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr_file,
-                )
-            greeted = False
-            while not greeted and time.monotonic() - started < STARTUP_TIMEOUT:
-                if process.poll() is not None:
-                    break
-                greeted = _greeted(port)
-                if not greeted:
-                    time.sleep(0.05)
-            if greeted:
-                server = BenchDovecot(
-                    account=ImapAccount(LOOPBACK, port, USERNAME, password),
-                    workdir=workdir,
-                    binary=binary,
-                    mail_uid=mail_uid,
-                    mail_gid=mail_gid,
-                    startup_seconds=time.monotonic() - started,
-                )
-                break
-            _stop(process)
-            stderr = (workdir / "stderr.log").read_text(errors="replace")
-            if "in use" not in stderr:
-                raise ServerUnavailable(f"Dovecot did not start on port {port}:\n{stderr}")
+            try:
+                process, seconds = launch(workdir, port, ids)
+            except DovecotStartError as exc:
+                if not exc.port_in_use:
+                    raise ServerUnavailable(str(exc)) from None
+                continue
+            server = BenchDovecot(
+                account=ImapAccount(LOOPBACK, port, USERNAME, password),
+                workdir=workdir,
+                binary=binary,
+                mail_uid=mail_uid,
+                mail_gid=mail_gid,
+                startup_seconds=seconds,
+            )
+            break
         else:
             raise ServerUnavailable("Dovecot could not bind a free port in 3 attempts")
         yield server

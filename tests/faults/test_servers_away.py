@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.parse
 import uuid
@@ -45,13 +44,13 @@ from bot.config import parse_config
 from bot.domain import ArticleKind, SendState
 from tests.servers.dovecot import (
     LOOPBACK,
+    DovecotStartError,
     ImapAccount,
-    _config,
-    _dovecot_binary,
-    _greeted,
     _identities,
     _stop,
     _write_users,
+    launch,
+    make_workdir,
 )
 from tests.servers.ports import free_port
 from tests.servers.smtp import SmtpCapture
@@ -160,27 +159,15 @@ class OwnDovecot:
         return self.workdir / "dovecot.conf"
 
     def start(self, timeout: float = 20.0) -> None:
-        conf = self.conf
-        conf.write_text(_config(self.workdir, self.port, self.ids))
         deadline = time.monotonic() + timeout
         while True:
-            with (self.workdir / "stderr.log").open("ab") as stderr:
-                self.process = subprocess.Popen(
-                    [_dovecot_binary(), "-F", "-c", str(conf)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr,
-                )
-            while time.monotonic() < deadline and self.process.poll() is None:
-                if _greeted(self.port):
-                    self.starts += 1
-                    return
-                time.sleep(0.05)
-            _stop(self.process)
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"Dovecot did not come up on port {self.port}:\n{self.log_tail()}"
-                )
+            try:
+                self.process, _seconds = launch(self.workdir, self.port, self.ids, timeout)
+                self.starts += 1
+                return
+            except DovecotStartError:
+                if time.monotonic() >= deadline:
+                    raise
             time.sleep(0.2)  # e.g. the port not free again yet: try once more
 
     def stop(self, how: Literal["kick", "crash"] = "kick") -> None:
@@ -249,12 +236,7 @@ def _children(parent: int) -> list[int]:
 @pytest.fixture
 def own_dovecot() -> Iterator[OwnDovecot]:
     ids = _identities()
-    # not tmp_path: Dovecot's unprivileged processes must enter it (see tests/servers/dovecot.py)
-    workdir = Path(tempfile.mkdtemp(prefix="ticketbot-faults-dovecot-"))
-    workdir.chmod(0o755)
-    for sub in ("run", "state", "home"):
-        (workdir / sub).mkdir()
-    os.chown(workdir / "home", int(ids["mail_uid"]), int(ids["mail_gid"]))
+    workdir = make_workdir("ticketbot-faults-dovecot-", ids)
     account = ImapAccount(LOOPBACK, free_port(), "faulty", uuid.uuid4().hex)
     _write_users(workdir / "users", {account.username: account.password})
     server = OwnDovecot(workdir, account.port, account, ids)

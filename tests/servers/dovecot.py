@@ -287,6 +287,60 @@ def _greeted(port: int) -> bool:
         return False
 
 
+class DovecotStartError(RuntimeError):
+    """Dovecot did not greet in time; ``port_in_use`` says whether another port may help."""
+
+    def __init__(self, message: str, *, port_in_use: bool) -> None:
+        super().__init__(message)
+        self.port_in_use = port_in_use
+
+
+def make_workdir(prefix: str, ids: dict[str, str | int]) -> Path:
+    """A fresh server folder the unprivileged mail and login processes can enter.
+
+    Not pytest's tmp_path: its parent is 0700 root, which those processes could not enter.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.chmod(0o755)
+    for sub in ("run", "state", "home"):
+        (workdir / sub).mkdir()
+    os.chown(workdir / "home", int(ids["mail_uid"]), int(ids["mail_gid"]))
+    return workdir
+
+
+def launch(
+    workdir: Path, port: int, ids: dict[str, str | int], timeout: float = STARTUP_TIMEOUT
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Write the config for ``port``, start Dovecot in the foreground and wait for its greeting.
+
+    Returns the process and the seconds it took; raises :class:`DovecotStartError` (with
+    its stderr and log tail) after stopping it when it does not come up.
+    """
+    conf = workdir / "dovecot.conf"
+    conf.write_text(_config(workdir, port, ids))
+    started = time.monotonic()
+    with (workdir / "stderr.log").open("ab") as stderr_file:
+        process = subprocess.Popen(
+            [_dovecot_binary(), "-F", "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        )
+    while time.monotonic() - started < timeout and process.poll() is None:
+        if _greeted(port):
+            return process, time.monotonic() - started
+        time.sleep(0.05)
+    _stop(process)
+    stderr = (workdir / "stderr.log").read_text(errors="replace")
+    log = workdir / "dovecot.log"
+    log_text = log.read_text(errors="replace") if log.exists() else ""
+    raise DovecotStartError(
+        f"Dovecot did not start within {timeout:.0f} s on port {port}.\n"
+        f"stderr:\n{stderr}\nlog tail:\n{chr(10).join(log_text.splitlines()[-40:])}",
+        port_in_use="in use" in stderr + log_text,
+    )
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
@@ -301,23 +355,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[DovecotServer]:
     """Start Dovecot on a free loopback port for the whole session; stop and delete it after."""
-    binary = _dovecot_binary()
+    _dovecot_binary()  # fails the test with what to install when it is missing
     ids = _identities()
-    # Not pytest's tmp_path: its parent is 0700 root, which the unprivileged mail
-    # and login processes could not enter.
-    workdir = Path(tempfile.mkdtemp(prefix="ticketbot-dovecot-"))
-    workdir.chmod(0o755)
-    for sub in ("run", "state", "home"):
-        (workdir / sub).mkdir()
-    os.chown(workdir / "home", int(ids["mail_uid"]), int(ids["mail_gid"]))
+    workdir = make_workdir("ticketbot-dovecot-", ids)
     users_file = workdir / "users"
     log_path = workdir / "dovecot.log"
     process: subprocess.Popen[bytes] | None = None
     try:
         for _attempt in range(3):  # another process may grab the free port before Dovecot does
             port = free_port()
-            conf = workdir / "dovecot.conf"
-            conf.write_text(_config(workdir, port, ids))
             server = DovecotServer(
                 LOOPBACK,
                 port,
@@ -329,32 +375,12 @@ def dovecot() -> Iterator[DovecotServer]:
             )
             default = server.add_user()
             server.username, server.password = default.username, default.password
-            started = time.monotonic()
-            with (workdir / "stderr.log").open("wb") as stderr_file:
-                process = subprocess.Popen(
-                    [binary, "-F", "-c", str(conf)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=stderr_file,
-                )
-            greeted = False
-            while not greeted and time.monotonic() - started < STARTUP_TIMEOUT:
-                if process.poll() is not None:
-                    break
-                greeted = _greeted(port)
-                if not greeted:
-                    time.sleep(0.05)
-            if greeted:
-                server.startup_seconds = time.monotonic() - started
+            try:
+                process, server.startup_seconds = launch(workdir, port, ids)
                 break
-            _stop(process)
-            stderr = (workdir / "stderr.log").read_text(errors="replace")
-            if "in use" not in stderr + server.log_tail():
-                pytest.fail(
-                    f"Dovecot did not start within {STARTUP_TIMEOUT:.0f} s on port {port}.\n"
-                    f"stderr:\n{stderr}\nlog tail:\n{server.log_tail()}",
-                    pytrace=False,
-                )
+            except DovecotStartError as exc:
+                if not exc.port_in_use:
+                    pytest.fail(str(exc), pytrace=False)
         else:
             pytest.fail("Dovecot could not bind a free port in 3 attempts", pytrace=False)
         yield server
