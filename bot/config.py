@@ -9,13 +9,19 @@ file can be shared. Relative paths are taken relative to the config file.
 from __future__ import annotations
 
 import os
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from bot.domain import Actor
+from bot.timeparse import parse_clock, parse_duration
+
+if TYPE_CHECKING:
+    from bot.rules import Rule
 
 T = TypeVar("T")
 
@@ -113,6 +119,36 @@ class ConsoleConfig:
 class TicketsConfig:
     system_id: int = 10
     preview_lines: int = 6
+    #: A claim with no action by its owner for this long goes back to the queue.
+    claim_idle: timedelta | None = timedelta(days=3)
+    #: How long a reply waits, with an Undo, before it is sent.
+    undo_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class RemindersConfig:
+    """When the bot reminds; each ``None`` turns that reminder off."""
+
+    unclaimed_after: timedelta | None = timedelta(hours=4)
+    unanswered_after: timedelta | None = timedelta(days=2)
+    digest_at: time | None = time(8, 0)
+    check_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class AutoResponseConfig:
+    max_per_sender_per_day: int = 3
+
+
+#: The variables a template, salutation, signature or auto-response may use.
+TEMPLATE_VARIABLES = frozenset(
+    {"requester_name", "requester_email", "ticket_number", "volunteer_name", "queue", "subject"}
+)
+
+#: Texts by language code ("en", "de"); "*" is the fallback for any other language.
+Texts = Mapping[str, str]
+
+FollowUpPolicy = Literal["reopen", "reopen_within", "new"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +168,30 @@ class QueueConfig:
     discord_roles: tuple[int, ...] = ()
     console: bool = True
     sender_name: str = ""
+    #: The queue's main language, for templates and auto-responses when the ticket's
+    #: language is unknown.
+    language: str = "en"
+    salutation: Texts = field(default_factory=dict)
+    signature: Texts = field(default_factory=dict)
+    #: Replies signed with the team's name only, never the volunteer's.
+    anonymous: bool = False
+    autoresponse_new: Texts = field(default_factory=dict)
+    autoresponse_reopen: Texts = field(default_factory=dict)
+    #: What a follow-up to a closed ticket does.
+    follow_up_closed: FollowUpPolicy = "reopen"
+    reopen_days: int = 30
+    #: The address replies come from: the first own address, or the parent queue's.
+    reply_from: str = ""
+
+    @property
+    def parent(self) -> str | None:
+        """``info`` for ``info::de``; None for a top-level queue."""
+        head, sep, _ = self.name.rpartition("::")
+        return head if sep else None
+
+    def is_within(self, other: str) -> bool:
+        """True for the queue itself and its sub-queues (``info::de`` is within ``info``)."""
+        return self.name == other or self.name.startswith(other + "::")
 
     def bindings(self, config: Config) -> dict[str, str]:
         """Which chat adapters show this queue, and where (adapter name -> room)."""
@@ -146,7 +206,7 @@ class QueueConfig:
 
     @property
     def reply_address(self) -> str:
-        return self.addresses[0]
+        return self.reply_from or self.addresses[0]
 
     def may_act(self, actor: Actor) -> bool:
         """A volunteer of this queue: named in ``volunteers``, or holding one of its roles."""
@@ -168,12 +228,29 @@ class Config:
     tickets: TicketsConfig = TicketsConfig()
     outbox: OutboxConfig = OutboxConfig()
     log_level: str = "INFO"
+    reminders: RemindersConfig = RemindersConfig()
+    autoresponse: AutoResponseConfig = AutoResponseConfig()
+    #: Reply templates: name -> language -> text.
+    templates: Mapping[str, Texts] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = ()
 
     def queue(self, name: str) -> QueueConfig:
         for queue in self.queues:
             if queue.name == name:
                 return queue
         raise KeyError(name)
+
+    def find_queue(self, name: str) -> QueueConfig | None:
+        """A queue by name, ignoring case (volunteers type ``move INFO::DE``)."""
+        for queue in self.queues:
+            if queue.name.lower() == name.strip().lower():
+                return queue
+        return None
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every address the desk receives at: mail from these is never answered."""
+        return frozenset(a for queue in self.queues for a in queue.addresses)
 
     @property
     def default_queue(self) -> QueueConfig:
@@ -269,6 +346,41 @@ class _Section:
             raise ConfigError(self.key(name), f"is required (or set {name}_env)")
         return inline
 
+    def duration(self, name: str, default: timedelta | None) -> timedelta | None:
+        """A duration like ``"4h"`` or ``"2d"``; ``"off"`` turns the feature off."""
+        text = self.opt(name, str)
+        if text is None:
+            return default
+        if text.strip().lower() == "off":
+            return None
+        value = parse_duration(text)
+        if value is None:
+            raise ConfigError(
+                self.key(name), f'must be a duration like "30m", "4h", "2d" or "off", got {text!r}'
+            )
+        return value
+
+    def texts(self, name: str) -> dict[str, str]:
+        """Text by language: a string (any language) or a table ``{en = "...", de = "..."}``.
+
+        Every ``{variable}`` is checked here, so a typo stops the start instead of a reply.
+        """
+        self.used.add(name)
+        if name not in self.data:
+            return {}
+        value = self.data[name]
+        if isinstance(value, str):
+            value = {"*": value}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(
+                self.key(name), 'must be a text or a table of texts by language {en = "..."}'
+            )
+        for language, text in value.items():
+            check_template(text, f"{self.key(name)}.{language}")
+        return dict(value)
+
     def table(self, name: str) -> _Section | None:
         self.used.add(name)
         if name not in self.data:
@@ -282,6 +394,18 @@ class _Section:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
             raise ConfigError(self.key(unknown[0]), "unknown setting")
+
+
+def check_template(text: str, key: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` for a broken or unknown ``{variable}``."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise ConfigError(key, f"{exc} (write {{{{ and }}}} for literal braces)") from None
+    for name in fields:
+        if name not in TEMPLATE_VARIABLES:
+            known = ", ".join(sorted(TEMPLATE_VARIABLES))
+            raise ConfigError(key, f"unknown variable {{{name}}}; known: {known}")
 
 
 def _path(base: Path, value: str) -> Path:
@@ -339,8 +463,51 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         tickets = TicketsConfig(
             system_id=system_id,
             preview_lines=section.positive("preview_lines", int, tickets.preview_lines),
+            claim_idle=section.duration("claim_idle", tickets.claim_idle),
+            undo_seconds=section.get("undo_seconds", float, tickets.undo_seconds),
+        )
+        if tickets.undo_seconds < 0:
+            raise ConfigError("tickets.undo_seconds", "must be 0 (no undo) or more")
+        section.finish()
+
+    reminders = RemindersConfig()
+    if (section := root.table("reminders")) is not None:
+        digest = reminders.digest_at
+        if "digest_at" in section.data:
+            text = section.get("digest_at", str, "")
+            digest = None if text == "off" else parse_clock(text)
+            if digest is None and text != "off":
+                raise ConfigError(
+                    "reminders.digest_at", f'must be a UTC time like "08:00" or "off", got {text!r}'
+                )
+        reminders = RemindersConfig(
+            unclaimed_after=section.duration("unclaimed_after", reminders.unclaimed_after),
+            unanswered_after=section.duration("unanswered_after", reminders.unanswered_after),
+            digest_at=digest,
+            check_seconds=section.positive("check_seconds", float, reminders.check_seconds),
         )
         section.finish()
+
+    autoresponse = AutoResponseConfig()
+    if (section := root.table("autoresponse")) is not None:
+        autoresponse = AutoResponseConfig(
+            max_per_sender_per_day=section.get(
+                "max_per_sender_per_day", int, autoresponse.max_per_sender_per_day
+            )
+        )
+        if autoresponse.max_per_sender_per_day < 0:
+            raise ConfigError("autoresponse.max_per_sender_per_day", "must be 0 or more")
+        section.finish()
+
+    templates: dict[str, Texts] = {}
+    if (section := root.table("templates")) is not None:
+        for name in section.data:
+            key = section.key(name)
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ConfigError(key, "a template name is letters, digits, - and _")
+            templates[name] = section.texts(name)
+            if not templates[name]:
+                raise ConfigError(key, "needs at least one language")
 
     outbox = OutboxConfig()
     if (section := root.table("outbox")) is not None:
@@ -356,6 +523,11 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         section.finish()
 
     queues = _read_queues(root, matrix, discord)
+
+    from bot.rules import parse_rules  # rules name queues; read them last
+
+    root.used.add("rule")
+    rules = parse_rules(root.data.get("rule", []), {q.name for q in queues})
     root.finish()
 
     config = Config(
@@ -369,6 +541,10 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         tickets=tickets,
         outbox=outbox,
         log_level=log_level,
+        reminders=reminders,
+        autoresponse=autoresponse,
+        templates=templates,
+        rules=rules,
     )
     for index, queue in enumerate(queues):
         if not queue.bindings(config):
@@ -500,18 +676,24 @@ def _read_queues(
         raise ConfigError("queue", "at least one [[queue]] is required")
     if not isinstance(raw, list) or not all(isinstance(q, dict) for q in raw):
         raise ConfigError("queue", "must be written as [[queue]] tables")
-    queues: list[QueueConfig] = []
-    seen_names: set[str] = set()
+    queues: dict[str, QueueConfig] = {}
     seen_addresses: dict[str, str] = {}
     for index, table in enumerate(raw):
         section = _Section(table, f"queue[{index}]", root.env)
         name = section.need("name", str)
         section.path = f"queue[{index}] ({name})"
-        if name in seen_names:
+        if name in queues:
             raise ConfigError(section.key("name"), f"queue {name!r} is defined twice")
-        seen_names.add(name)
+        if any(not part.strip() or part != part.strip() for part in name.split("::")):
+            raise ConfigError(section.key("name"), f"{name!r}: sub-queues are written info::de")
+        parent_name = name.rpartition("::")[0] or None
+        parent = queues.get(parent_name) if parent_name else None
+        if parent_name and parent is None:
+            raise ConfigError(
+                section.key("name"), f"define the parent queue {parent_name!r} before {name!r}"
+            )
         addresses = tuple(a.strip().lower() for a in section.strings("addresses"))
-        if not addresses:
+        if not addresses and parent is None:
             raise ConfigError(section.key("addresses"), "needs at least one email address")
         for address in addresses:
             if "@" not in address or " " in address:
@@ -537,24 +719,48 @@ def _read_queues(
         discord_channel = section.opt("discord_channel", int)
         if discord_channel is not None and discord is None:
             raise ConfigError(section.key("discord_channel"), "needs a [discord] section")
-        discord_roles = section.ints("discord_roles")
-        queues.append(
-            QueueConfig(
-                name=name,
-                addresses=addresses,
-                volunteers=section.strings("volunteers"),
-                default=section.get("default", bool, False),
-                matrix_room=matrix_room,
-                discord_channel=discord_channel,
-                discord_roles=discord_roles,
-                console=section.get("console", bool, True),
-                sender_name=section.get("sender_name", str, ""),
-            )
+        follow_up = section.choice(
+            "follow_up_closed",
+            ("reopen", "reopen_within", "new"),
+            parent.follow_up_closed if parent else "reopen",
         )
+        queue = QueueConfig(
+            name=name,
+            addresses=addresses,
+            # A sub-queue answers from its parent's address unless it has its own.
+            reply_from=addresses[0] if addresses else (parent.reply_address if parent else ""),
+            # Access to a queue covers its sub-queues.
+            volunteers=_merged(parent.volunteers if parent else (), section.strings("volunteers")),
+            default=section.get("default", bool, False),
+            matrix_room=matrix_room or (parent.matrix_room if parent else None),
+            discord_channel=discord_channel
+            if discord_channel is not None
+            else (parent.discord_channel if parent else None),
+            discord_roles=_merged(
+                parent.discord_roles if parent else (), section.ints("discord_roles")
+            ),
+            console=section.get("console", bool, parent.console if parent else True),
+            sender_name=section.get("sender_name", str, parent.sender_name if parent else ""),
+            language=section.get("language", str, parent.language if parent else "en").lower(),
+            salutation=section.texts("salutation") or (parent.salutation if parent else {}),
+            signature=section.texts("signature") or (parent.signature if parent else {}),
+            anonymous=section.get("anonymous", bool, parent.anonymous if parent else False),
+            autoresponse_new=section.texts("autoresponse_new")
+            or (parent.autoresponse_new if parent else {}),
+            autoresponse_reopen=section.texts("autoresponse_reopen")
+            or (parent.autoresponse_reopen if parent else {}),
+            follow_up_closed=cast(FollowUpPolicy, follow_up),
+            reopen_days=section.positive("reopen_days", int, parent.reopen_days if parent else 30),
+        )
+        queues[name] = queue
         section.finish()
-    defaults = [q.name for q in queues if q.default]
+    defaults = [q.name for q in queues.values() if q.default]
     if len(defaults) > 1:
         raise ConfigError("queue", f"only one queue may be default, found {', '.join(defaults)}")
     if not defaults:
         raise ConfigError("queue", "mark one queue with default = true (mail to no known address)")
-    return tuple(queues)
+    return tuple(queues.values())
+
+
+def _merged(inherited: tuple[T, ...], own: tuple[T, ...]) -> tuple[T, ...]:
+    return tuple(dict.fromkeys((*inherited, *own)))

@@ -13,21 +13,53 @@ from enum import StrEnum
 
 
 class TicketState(StrEnum):
+    """The states of an OTRS desk, which response teams know by these names."""
+
     NEW = "new"
     OPEN = "open"
-    CLOSED = "closed"
+    PENDING_REMINDER = "pending_reminder"  # back to the queue, with a ping, at pending_until
+    PENDING_AUTOCLOSE = "pending_autoclose"  # closes itself at pending_until unless answered
+    CLOSED_SUCCESSFUL = "closed_successful"
+    CLOSED_UNSUCCESSFUL = "closed_unsuccessful"
+    MERGED = "merged"  # folded into another ticket (merged_into)
+    SPAM = "spam"  # closed without any mail to the sender
+
+    @property
+    def is_pending(self) -> bool:
+        return self in (TicketState.PENDING_REMINDER, TicketState.PENDING_AUTOCLOSE)
+
+    @property
+    def is_closed(self) -> bool:
+        """Finished: no reminders, not in the queue's waiting list."""
+        return self in _CLOSED
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+
+_CLOSED = frozenset(
+    {
+        TicketState.CLOSED_SUCCESSFUL,
+        TicketState.CLOSED_UNSUCCESSFUL,
+        TicketState.MERGED,
+        TicketState.SPAM,
+    }
+)
 
 
 class ArticleKind(StrEnum):
     INBOUND = "inbound"  # an email from the requester (or anyone writing to the ticket)
     REPLY = "reply"  # an email a volunteer sent
     NOTE = "note"  # internal; never leaves the chat
+    AUTO_REPLY = "auto_reply"  # an acknowledgement the bot sent by itself (RFC 3834)
 
 
 class SendState(StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"  # gave up: permanent error or too many attempts
+    CANCELLED = "cancelled"  # undone by the volunteer before it went out
 
 
 class TicketError(Exception):
@@ -59,6 +91,8 @@ class Actor:
 
 SYSTEM = Actor("system", "ticketbot", "ticketbot")
 
+MIN_PRIORITY, DEFAULT_PRIORITY, MAX_PRIORITY = 1, 3, 5
+
 
 @dataclass
 class Ticket:
@@ -74,18 +108,49 @@ class Ticket:
     owner: str | None = None
     owner_name: str | None = None
     version: int = 0
+    priority: int = DEFAULT_PRIORITY
+    language: str = ""
+    tags: tuple[str, ...] = ()
+    pending_until: datetime | None = None
+    merged_into: int | None = None  # ticket id
+    linked_to: int | None = None  # the earlier ticket a new one continues
+    #: When the owner last did something with the ticket; a claim lapses after an idle time.
+    owner_active_at: datetime | None = None
+    #: When a reminder about this ticket was last sent, so each falls due once.
+    reminded_at: datetime | None = None
+
+    @property
+    def owner_label(self) -> str:
+        return self.owner_name or self.owner or ""
+
+    def _refuse_if_finished(self, doing: str) -> None:
+        if self.state is TicketState.MERGED:
+            raise TicketError(f"Ticket {self.number} was merged into another; {doing} that one.")
+        if self.state.is_closed:
+            raise TicketError(f"Ticket {self.number} is {self.state.label}; reopen it first.")
 
     def claim(self, actor: Actor, now: datetime) -> None:
-        if self.state is TicketState.CLOSED:
-            raise TicketError(f"Ticket {self.number} is closed; reopen it first.")
+        self._refuse_if_finished("claim")
         if self.owner == actor.user_id:
             raise TicketError(f"You already hold ticket {self.number}.")
         if self.owner is not None:
             raise TicketError(
-                f"Ticket {self.number} is held by {self.owner_name or self.owner}; "
-                "they can unclaim it."
+                f"Ticket {self.number} is held by {self.owner_label}; "
+                "they can unclaim it, or ask them to assign it to you."
             )
-        self.owner, self.owner_name = actor.user_id, actor.label
+        self._take(actor.user_id, actor.label, now)
+
+    def assign(self, user_id: str, name: str, now: datetime) -> None:
+        """Give the ticket to a volunteer (the caller checks they belong to the queue)."""
+        self._refuse_if_finished("assign")
+        if self.owner == user_id:
+            raise TicketError(f"Ticket {self.number} is already held by {name or user_id}.")
+        self._take(user_id, name, now)
+
+    def _take(self, user_id: str, name: str, now: datetime) -> None:
+        self.owner, self.owner_name = user_id, name
+        self.owner_active_at = now
+        self.reminded_at = None
         if self.state is TicketState.NEW:
             self.state = TicketState.OPEN
         self.updated_at = now
@@ -94,29 +159,105 @@ class Ticket:
         if self.owner is None:
             raise TicketError(f"Ticket {self.number} is not claimed.")
         if self.owner != actor.user_id:
-            raise TicketError(
-                f"Ticket {self.number} is held by {self.owner_name or self.owner}, not by you."
-            )
+            raise TicketError(f"Ticket {self.number} is held by {self.owner_label}, not by you.")
+        self.release(now)
+
+    def release(self, now: datetime) -> None:
+        """The ticket goes back to the queue (unclaim, or a lapsed claim)."""
+        self.owner = self.owner_name = None
+        self.owner_active_at = None
+        self.reminded_at = None
+        self.updated_at = now
+
+    def touch_owner(self, actor: Actor, now: datetime) -> None:
+        """The owner worked on the ticket: their claim does not lapse yet."""
+        if self.owner == actor.user_id:
+            self.owner_active_at = now
+
+    def close(self, now: datetime, *, successful: bool = True) -> None:
+        if self.state.is_closed:
+            raise TicketError(f"Ticket {self.number} is already {self.state.label}.")
+        self.state = (
+            TicketState.CLOSED_SUCCESSFUL if successful else TicketState.CLOSED_UNSUCCESSFUL
+        )
+        self.pending_until = None
+        self.updated_at = now
+
+    def mark_spam(self, now: datetime) -> None:
+        if self.state in (TicketState.SPAM, TicketState.MERGED):
+            raise TicketError(f"Ticket {self.number} is already {self.state.label}.")
+        self.state = TicketState.SPAM
+        self.pending_until = None
         self.owner = self.owner_name = None
         self.updated_at = now
 
-    def close(self, now: datetime) -> None:
-        if self.state is TicketState.CLOSED:
-            raise TicketError(f"Ticket {self.number} is already closed.")
-        self.state = TicketState.CLOSED
+    def reopen(self, now: datetime) -> None:
+        if self.state is TicketState.MERGED:
+            raise TicketError(f"Ticket {self.number} was merged into another; it stays merged.")
+        if not (self.state.is_closed or self.state.is_pending):
+            raise TicketError(f"Ticket {self.number} is not closed or pending.")
+        self.state = TicketState.OPEN
+        self.pending_until = None
+        self.reminded_at = None
         self.updated_at = now
 
-    def reopen(self, now: datetime) -> None:
-        if self.state is not TicketState.CLOSED:
-            raise TicketError(f"Ticket {self.number} is not closed.")
-        self.state = TicketState.OPEN
+    def set_pending(self, until: datetime, *, autoclose: bool, now: datetime) -> None:
+        self._refuse_if_finished("set pending on")
+        if until <= now:
+            raise TicketError("The pending date must be in the future.")
+        self.state = TicketState.PENDING_AUTOCLOSE if autoclose else TicketState.PENDING_REMINDER
+        self.pending_until = until
+        self.reminded_at = None
+        self.updated_at = now
+
+    def pending_due(self, now: datetime) -> bool:
+        return (
+            self.state.is_pending and self.pending_until is not None and self.pending_until <= now
+        )
+
+    def fall_due(self, now: datetime) -> None:
+        """The pending date came: a reminder opens the ticket, an auto-close closes it."""
+        if self.state is TicketState.PENDING_AUTOCLOSE:
+            self.state = TicketState.CLOSED_SUCCESSFUL
+        else:
+            self.state = TicketState.OPEN
+        self.pending_until = None
+        self.reminded_at = None
+        self.updated_at = now
+
+    def merge_into(self, target: Ticket, now: datetime) -> None:
+        if target.id == self.id:
+            raise TicketError("A ticket cannot be merged into itself.")
+        if self.state is TicketState.MERGED:
+            raise TicketError(f"Ticket {self.number} is already merged.")
+        if target.state is TicketState.MERGED:
+            raise TicketError(f"Ticket {target.number} is itself merged; merge into its target.")
+        self.state = TicketState.MERGED
+        self.merged_into = target.id
+        self.pending_until = None
+        self.owner = self.owner_name = None
+        self.updated_at = now
+
+    def set_priority(self, priority: int, now: datetime) -> None:
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise TicketError(
+                f"Priority must be {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest)."
+            )
+        self.priority = priority
         self.updated_at = now
 
     def touch_by_requester(self, now: datetime) -> bool:
-        """A requester wrote again: a closed ticket opens. Returns True when it was reopened."""
+        """A requester wrote again: a pending or closed ticket opens. True when it reopened.
+
+        Spam stays spam (the sender is marked); a merged ticket's mail goes to its target.
+        """
         self.updated_at = now
-        if self.state is TicketState.CLOSED:
+        if self.state in (TicketState.SPAM, TicketState.MERGED):
+            return False
+        if self.state.is_closed or self.state.is_pending:
             self.state = TicketState.OPEN
+            self.pending_until = None
+            self.reminded_at = None
             return True
         return False
 
@@ -148,6 +289,9 @@ class Article:
     sent_at: datetime | None = None
     last_error: str = ""
     attachments: list[AttachmentInfo] = field(default_factory=list)
+    #: A follow-up from someone who is not a participant of the ticket, waiting for a
+    #: volunteer to attach it or open it as a new ticket.
+    held: bool = False
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,18 @@ class ChatPost:
     root_ref: str
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One line of a ticket's history: who did what, when."""
+
+    at: datetime
+    actor_id: str
+    actor_name: str
+    action: str
+    detail: str
+    ticket_id: int | None
+
+
 class Repository(Protocol):
     # tickets
     def ticket_by_id(self, ticket_id: int) -> Ticket: ...
@@ -103,7 +115,12 @@ class Repository(Protocol):
         now: datetime,
         article_id: int | None = None,
         payload: dict[str, Any] | None = None,
-    ) -> None: ...
+        due_at: datetime | None = None,
+    ) -> None:
+        """Add work for an adapter; ``due_at`` delays it (a reply's undo window)."""
+
+    def cancel_send(self, article_id: int, now: datetime) -> bool:
+        """Withdraw a reply's pending, never-attempted send; False when too late."""
 
     def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]: ...
 
@@ -122,12 +139,59 @@ class Repository(Protocol):
 
     def add_chat_post(self, post: ChatPost, now: datetime) -> None: ...
 
+    def replace_chat_post(self, post: ChatPost, now: datetime) -> None: ...
+
     def ticket_by_chat_ref(self, platform: str, ref: str) -> Ticket | None: ...
 
     # audit
     def audit(
         self, at: datetime, actor: Actor, action: str, ticket_id: int | None, detail: str = ""
     ) -> None: ...
+
+    def history(self, ticket_id: int) -> list[AuditRecord]: ...
+
+    # lifecycle
+    def move_articles(self, from_ticket: int, to_ticket: int) -> list[int]: ...
+
+    def move_article(self, article_id: int, to_ticket: int) -> None: ...
+
+    def set_article_held(self, article_id: int, held: bool) -> None: ...
+
+    def tickets_of_requester(self, address: str, limit: int) -> list[Ticket]: ...
+
+    def due_pending(self, now: datetime) -> list[Ticket]: ...
+
+    def active_tickets(self, limit: int = 5000) -> list[Ticket]: ...
+
+    def state_counts(self, queue: str) -> dict[str, int]: ...
+
+    def last_article_of_kinds(self, ticket_id: int, kinds: Sequence[str]) -> Article | None: ...
+
+    def mark_sender(self, address: str, kind: str, at: datetime, detail: str = "") -> None: ...
+
+    def sender_marks(self, address: str) -> set[str]: ...
+
+    def auto_responses_since(self, address: str, since: datetime) -> int: ...
+
+    def record_auto_response(self, address: str, at: datetime, ticket_id: int | None) -> None: ...
+
+    def volunteer_languages(self, user_id: str) -> tuple[str, ...]: ...
+
+    def set_volunteer_languages(
+        self, user_id: str, languages: Sequence[str], now: datetime
+    ) -> None: ...
+
+    def all_volunteer_languages(self) -> dict[str, tuple[str, ...]]: ...
+
+    def job_state(self, key: str) -> str | None: ...
+
+    def set_job_state(self, key: str, value: str) -> None: ...
+
+    # search
+    def search(
+        self, query: SearchQuery, queues: Sequence[str], offset: int, limit: int
+    ) -> SearchPage:
+        """Tickets matching ``query`` in the given queues only, newest first."""
 
     # mail sources
     def cursor(self, source: str) -> MailCursor | None: ...
@@ -147,6 +211,37 @@ class Repository(Protocol):
 
     # queues
     def sync_queues(self, names: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What a volunteer searches for: words, and filters (``queue:info state:open``)."""
+
+    text: str = ""
+    queue: str | None = None  # this queue and its sub-queues
+    state: str | None = None  # a state, or "open"/"closed"/"pending" for the groups
+    sender: str | None = None  # requester address or part of it
+    owner: str | None = None  # owner id or name, or "none"
+    tag: str | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    number: str
+    queue: str
+    state: str
+    subject: str
+    requester_email: str
+    owner: str
+    priority: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    total: int
+    hits: list[SearchHit]
 
 
 class Store(Protocol):

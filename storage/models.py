@@ -54,6 +54,13 @@ class Ticket(BaseModel):
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()
     version = IntegerField(default=0)
+    priority = IntegerField(default=3)
+    language = CharField(default="")
+    pending_until = UtcDateTimeField(null=True, index=True)
+    merged_into_id = IntegerField(null=True)
+    linked_to_id = IntegerField(null=True)
+    owner_active_at = UtcDateTimeField(null=True)
+    reminded_at = UtcDateTimeField(null=True)
 
 
 class RawMessage(BaseModel):
@@ -85,6 +92,7 @@ class Article(BaseModel):
     sent_at = UtcDateTimeField(null=True)
     last_error = TextField()
     created_at = UtcDateTimeField()
+    held = IntegerField(default=0)
 
 
 class Attachment(BaseModel):
@@ -156,6 +164,8 @@ class OutboxEntry(BaseModel):
 class AuditEntry(BaseModel):
     """Who did what, when. Written by every action; never updated or deleted by the bot."""
 
+    ticket_id: Any
+
     at = UtcDateTimeField(index=True)
     actor_platform = CharField()
     actor_id = TextField(index=True)
@@ -173,6 +183,54 @@ class TicketCounter(BaseModel):
     value = IntegerField()
 
 
+class TicketTag(BaseModel):
+    ticket_id: Any
+
+    ticket = ForeignKeyField(Ticket, backref="tag_rows", on_delete="RESTRICT")
+    name = CharField(index=True)
+
+    class Meta:
+        indexes = ((("ticket", "name"), True),)
+
+
+class SenderMark(BaseModel):
+    """What the desk knows about an address: ``spam`` (for the rules), ``undeliverable``."""
+
+    address = TextField(index=True)
+    kind = CharField()
+    at = UtcDateTimeField()
+    detail = TextField()
+
+    class Meta:
+        indexes = ((("address", "kind"), True),)
+
+
+class AutoResponse(BaseModel):
+    """Each acknowledgement sent, so a sender gets at most N a day (RFC 3834 loop guard)."""
+
+    address = TextField()
+    sent_at = UtcDateTimeField()
+    ticket = ForeignKeyField(Ticket, null=True, on_delete="RESTRICT")
+
+    class Meta:
+        indexes = ((("address", "sent_at"), False),)
+
+
+class Volunteer(BaseModel):
+    """What a volunteer told the bot about themselves: the languages they answer in."""
+
+    user_id = TextField(unique=True)
+    languages = TextField()  # JSON list of codes
+    updated_at = UtcDateTimeField()
+
+
+class JobState(BaseModel):
+    """When a scheduled job last ran (the daily digest), so a restart neither skips nor repeats."""
+
+    key = CharField(unique=True)
+    value = TextField()
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Queue,
@@ -186,4 +244,9 @@ ALL_MODELS: list[type[BaseModel]] = [
     OutboxEntry,
     AuditEntry,
     TicketCounter,
+    TicketTag,
+    SenderMark,
+    AutoResponse,
+    Volunteer,
+    JobState,
 ]

@@ -21,11 +21,12 @@ from peewee import Database, IntegrityError, InterfaceError, OperationalError, f
 from bot import domain
 from bot.mail import AttachmentData
 from bot.ports import MailCursor, MailKey, StoreUnavailable
-from bot.repository import ChatPost, OutboxItem
+from bot.repository import AuditRecord, ChatPost, OutboxItem, SearchPage, SearchQuery
 from bot.routing import format_ticket_number
 from storage import models as m
 from storage.database import is_sqlite, open_database
 from storage.migrations import migrate
+from storage.search import search_tickets
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -126,8 +127,13 @@ class PeeweeRepository:
 
     # --- tickets -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _ticket(row: m.Ticket) -> domain.Ticket:
+    def _ticket(self, row: m.Ticket) -> domain.Ticket:
+        tags = tuple(
+            t.name
+            for t in m.TicketTag.select(m.TicketTag.name)
+            .where(m.TicketTag.ticket == row.id)
+            .order_by(m.TicketTag.name)
+        )
         return domain.Ticket(
             id=row.id,
             number=row.number,
@@ -141,6 +147,14 @@ class PeeweeRepository:
             owner=row.owner,
             owner_name=row.owner_name,
             version=row.version,
+            priority=row.priority,
+            language=row.language,
+            tags=tags,
+            pending_until=row.pending_until,
+            merged_into=row.merged_into_id,
+            linked_to=row.linked_to_id,
+            owner_active_at=row.owner_active_at,
+            reminded_at=row.reminded_at,
         )
 
     def _ticket_query(self) -> Any:
@@ -207,10 +221,38 @@ class PeeweeRepository:
             created_at=ticket.created_at,
             updated_at=ticket.updated_at,
             version=0,
+            **self._ticket_extras(ticket),
         )
         ticket.id = row.id
         ticket.version = 0
+        self._save_tags(row.id, ticket.tags)
         return ticket
+
+    @staticmethod
+    def _ticket_extras(ticket: domain.Ticket) -> dict[str, Any]:
+        return {
+            "priority": ticket.priority,
+            "language": ticket.language,
+            "pending_until": ticket.pending_until,
+            "merged_into_id": ticket.merged_into,
+            "linked_to_id": ticket.linked_to,
+            "owner_active_at": ticket.owner_active_at,
+            "reminded_at": ticket.reminded_at,
+        }
+
+    @staticmethod
+    def _save_tags(ticket_id: int, tags: Sequence[str]) -> None:
+        wanted = set(tags)
+        have = {
+            t.name
+            for t in m.TicketTag.select(m.TicketTag.name).where(m.TicketTag.ticket == ticket_id)
+        }
+        if have - wanted:
+            m.TicketTag.delete().where(
+                (m.TicketTag.ticket == ticket_id) & m.TicketTag.name.in_(sorted(have - wanted))
+            ).execute()
+        for name in sorted(wanted - have):
+            m.TicketTag.create(ticket=ticket_id, name=name)
 
     def save_ticket(self, ticket: domain.Ticket) -> None:
         updated = (
@@ -219,9 +261,10 @@ class PeeweeRepository:
                 state=ticket.state.value,
                 owner=ticket.owner,
                 owner_name=ticket.owner_name,
-                subject=ticket.subject,
+                subject=_text(ticket.subject),
                 updated_at=ticket.updated_at,
                 version=ticket.version + 1,
+                **self._ticket_extras(ticket),
             )
             .where((m.Ticket.id == ticket.id) & (m.Ticket.version == ticket.version))
             .execute()
@@ -229,6 +272,8 @@ class PeeweeRepository:
         if updated != 1:
             raise domain.ConcurrentUpdate()
         ticket.version += 1
+        assert ticket.id is not None
+        self._save_tags(ticket.id, ticket.tags)
 
     # --- articles ----------------------------------------------------------------------------
 
@@ -260,6 +305,7 @@ class PeeweeRepository:
             sent_at=article.sent_at,
             last_error=article.last_error,
             created_at=article.created_at,
+            held=int(article.held),
         )
         for attachment in attachments:
             m.Attachment.create(
@@ -300,6 +346,7 @@ class PeeweeRepository:
             sent_at=row.sent_at,
             last_error=row.last_error,
             attachments=files,
+            held=bool(row.held),
         )
 
     def _attachment_infos(self, article_ids: list[int]) -> dict[int, list[domain.AttachmentInfo]]:
@@ -363,6 +410,7 @@ class PeeweeRepository:
         now: datetime,
         article_id: int | None = None,
         payload: dict[str, Any] | None = None,
+        due_at: datetime | None = None,
     ) -> None:
         m.OutboxEntry.create(
             channel=channel,
@@ -372,10 +420,24 @@ class PeeweeRepository:
             payload=json.dumps(payload or {}),
             state="pending",
             attempts=0,
-            next_attempt_at=now,
+            next_attempt_at=due_at or now,
             last_error="",
             created_at=now,
         )
+
+    def cancel_send(self, article_id: int, now: datetime) -> bool:
+        """Withdraw a reply's pending send; False when it is already being sent or gone."""
+        cancelled = (
+            m.OutboxEntry.update(state="cancelled", done_at=now)
+            .where(
+                (m.OutboxEntry.article == article_id)
+                & (m.OutboxEntry.channel == "email")
+                & (m.OutboxEntry.state == "pending")
+                & (m.OutboxEntry.attempts == 0)
+            )
+            .execute()
+        )
+        return bool(cancelled)
 
     def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]:
         """Due items, but only each ticket's oldest pending one: posts keep their order."""
@@ -459,6 +521,16 @@ class PeeweeRepository:
             created_at=now,
         )
 
+    def replace_chat_post(self, post: ChatPost, now: datetime) -> None:
+        """The ticket moved to another room on this platform: its post there is the root now."""
+        updated = (
+            m.ChatPost.update(room=post.room, root_ref=post.root_ref, created_at=now)
+            .where((m.ChatPost.ticket == post.ticket_id) & (m.ChatPost.platform == post.platform))
+            .execute()
+        )
+        if not updated:
+            self.add_chat_post(post, now)
+
     def ticket_by_chat_ref(self, platform: str, ref: str) -> domain.Ticket | None:
         row = m.ChatPost.get_or_none(
             (m.ChatPost.platform == platform) & (m.ChatPost.root_ref == ref)
@@ -484,6 +556,143 @@ class PeeweeRepository:
             ticket=ticket_id,
             detail=_text(detail),
         )
+
+    def history(self, ticket_id: int) -> list[AuditRecord]:
+        rows = (
+            m.AuditEntry.select().where(m.AuditEntry.ticket == ticket_id).order_by(m.AuditEntry.id)
+        )
+        return [
+            AuditRecord(r.at, r.actor_id, r.actor_name, r.action, r.detail, r.ticket_id)
+            for r in rows
+        ]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def move_articles(self, from_ticket: int, to_ticket: int) -> list[int]:
+        """Merge: the articles of one ticket become the other's; returns their ids."""
+        ids = [
+            r.id
+            for r in m.Article.select(m.Article.id)
+            .where(m.Article.ticket == from_ticket)
+            .order_by(m.Article.id)
+        ]
+        m.Article.update(ticket=to_ticket).where(m.Article.ticket == from_ticket).execute()
+        return ids
+
+    def move_article(self, article_id: int, to_ticket: int) -> None:
+        m.Article.update(ticket=to_ticket, held=0).where(m.Article.id == article_id).execute()
+
+    def set_article_held(self, article_id: int, held: bool) -> None:
+        m.Article.update(held=int(held)).where(m.Article.id == article_id).execute()
+
+    def tickets_of_requester(self, address: str, limit: int) -> list[domain.Ticket]:
+        rows = (
+            self._ticket_query()
+            .where(fn.LOWER(m.Ticket.requester_email) == address.strip().lower())
+            .order_by(m.Ticket.id.desc())
+            .limit(limit)
+        )
+        return [self._ticket(r) for r in rows]
+
+    def due_pending(self, now: datetime) -> list[domain.Ticket]:
+        rows = self._ticket_query().where(
+            m.Ticket.state.in_(["pending_reminder", "pending_autoclose"])
+            & (m.Ticket.pending_until <= now)
+        )
+        return [self._ticket(r) for r in rows.order_by(m.Ticket.id)]
+
+    def active_tickets(self, limit: int = 5000) -> list[domain.Ticket]:
+        """New and open tickets (not pending, not closed), oldest first: what reminders look at."""
+        rows = (
+            self._ticket_query()
+            .where(m.Ticket.state.in_(["new", "open"]))
+            .order_by(m.Ticket.id)
+            .limit(limit)
+        )
+        return [self._ticket(r) for r in rows]
+
+    def state_counts(self, queue: str) -> dict[str, int]:
+        rows: Any = (
+            m.Ticket.select(m.Ticket.state, fn.COUNT(m.Ticket.id))
+            .join(m.Queue)
+            .where(m.Queue.name == queue)
+            .group_by(m.Ticket.state)
+            .tuples()
+        )
+        return {str(state): int(count) for state, count in rows}
+
+    def last_article_of_kinds(self, ticket_id: int, kinds: Sequence[str]) -> domain.Article | None:
+        row = (
+            m.Article.select()
+            .where(
+                (m.Article.ticket == ticket_id)
+                & m.Article.kind.in_(list(kinds))
+                & (m.Article.held == 0)
+            )
+            .order_by(m.Article.id.desc())
+            .first()
+        )
+        if row is None:
+            return None
+        return self._article(row, self._attachment_infos([row.id]).get(row.id, []))
+
+    def mark_sender(self, address: str, kind: str, at: datetime, detail: str = "") -> None:
+        m.SenderMark.insert(
+            address=_text(address.lower()), kind=kind, at=at, detail=_text(detail)
+        ).on_conflict_ignore().execute()
+
+    def sender_marks(self, address: str) -> set[str]:
+        rows = m.SenderMark.select(m.SenderMark.kind).where(
+            m.SenderMark.address == _text(address.lower())
+        )
+        return {r.kind for r in rows}
+
+    def auto_responses_since(self, address: str, since: datetime) -> int:
+        return int(
+            m.AutoResponse.select()
+            .where(
+                (m.AutoResponse.address == _text(address.lower()))
+                & (m.AutoResponse.sent_at >= since)
+            )
+            .count()
+        )
+
+    def record_auto_response(self, address: str, at: datetime, ticket_id: int | None) -> None:
+        m.AutoResponse.create(address=_text(address.lower()), sent_at=at, ticket=ticket_id)
+
+    def volunteer_languages(self, user_id: str) -> tuple[str, ...]:
+        row = m.Volunteer.get_or_none(m.Volunteer.user_id == user_id)
+        return _tuple(row.languages) if row else ()
+
+    def set_volunteer_languages(
+        self, user_id: str, languages: Sequence[str], now: datetime
+    ) -> None:
+        updated = (
+            m.Volunteer.update(languages=_json_list(languages), updated_at=now)
+            .where(m.Volunteer.user_id == user_id)
+            .execute()
+        )
+        if not updated:
+            m.Volunteer.create(user_id=user_id, languages=_json_list(languages), updated_at=now)
+
+    def all_volunteer_languages(self) -> dict[str, tuple[str, ...]]:
+        return {r.user_id: _tuple(r.languages) for r in m.Volunteer.select()}
+
+    def job_state(self, key: str) -> str | None:
+        row = m.JobState.get_or_none(m.JobState.key == key)
+        return row.value if row else None
+
+    def set_job_state(self, key: str, value: str) -> None:
+        updated = m.JobState.update(value=value).where(m.JobState.key == key).execute()
+        if not updated:
+            m.JobState.create(key=key, value=value)
+
+    # --- search ------------------------------------------------------------------------------
+
+    def search(
+        self, query: SearchQuery, queues: Sequence[str], offset: int, limit: int
+    ) -> SearchPage:
+        return search_tickets(m.database_proxy.obj, query, queues, offset, limit)
 
     # --- mail sources ------------------------------------------------------------------------
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from peewee import Database, PostgresqlDatabase
 
-from storage.migrations import m0001_initial
+from storage.migrations import m0001_initial, m0002_lifecycle
 from storage.migrations.base import Migrator
 
 log = logging.getLogger(__name__)
 
-STEPS: list[ModuleType] = [m0001_initial]
+STEPS: list[ModuleType] = [m0001_initial, m0002_lifecycle]
 LATEST = STEPS[-1].VERSION
 
 

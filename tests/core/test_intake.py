@@ -91,7 +91,7 @@ async def test_auto_reply_follow_up_does_not_reopen_a_closed_ticket(desk: Desk) 
     await desk.command(ALICE, f"!close {number}")
     await desk.receive(mail(subject="Out of office", in_reply_to="<d@x>", auto_kind="auto-replied"))
     ticket = await desk.store.run(lambda repo: repo.ticket_by_number(number))
-    assert ticket is not None and ticket.state is TicketState.CLOSED
+    assert ticket is not None and ticket.state is TicketState.CLOSED_SUCCESSFUL
 
 
 async def test_raw_bytes_are_kept_with_the_article(desk: Desk) -> None:
