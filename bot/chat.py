@@ -26,15 +26,39 @@ class TicketView:
     subject: str
     preview: str  # the first lines of the first message
     created_at: datetime
+    priority: int = 3
+    tags: tuple[str, ...] = ()
+    language: str = ""
+    pending_until: datetime | None = None
+    #: Set on the old root of a moved ticket, or one merged into another: where it is now.
+    moved_to: str = ""
 
     @property
     def headline(self) -> str:
         return f"[Ticket#{self.number}] {self.subject or '(no subject)'}"
 
     @property
+    def state_label(self) -> str:
+        """``pending reminder until 2026-12-01 09:00``, ``closed successful``, ``new``."""
+        label = self.state.replace("_", " ")
+        if self.pending_until is not None and self.state.startswith("pending"):
+            label += f" until {self.pending_until:%Y-%m-%d %H:%M} UTC"
+        return label
+
+    @property
     def status_line(self) -> str:
+        """One line for the root message; plain text, each adapter escapes it."""
+        if self.moved_to:
+            return f"moved · now {self.moved_to}"
         owner = f" · claimed by {self.owner}" if self.owner else " · unclaimed"
-        return f"{self.state}{owner} · queue {self.queue}"
+        parts = [f"{self.state_label}{owner} · queue {self.queue}"]
+        if self.priority != 3:
+            parts.append(f"priority {self.priority}")
+        if self.language:
+            parts.append(f"language {self.language}")
+        if self.tags:
+            parts.append("tags " + ", ".join(self.tags))
+        return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -50,14 +74,25 @@ class ArticleView:
     #: The attachments' bytes, for platforms that upload them (Discord); Matrix and the
     #: console list ``attachments`` instead.
     files: tuple[AttachmentData, ...] = ()
+    article_id: int | None = None
+    #: From someone who is not a participant: waiting for ``attach`` or ``newticket``.
+    held: bool = False
 
     @property
     def heading(self) -> str:
         if self.kind == ArticleKind.INBOUND:
             auto = f" ({self.auto_kind})" if self.auto_kind else ""
+            if self.held:
+                return (
+                    f"⚠ Email from an unknown sender, {self.author}{auto}: held. "
+                    f"attach {self.article_id} adds it to this ticket, "
+                    f"newticket {self.article_id} opens it as a new one"
+                )
             return f"✉ Email from {self.author}{auto}"
         if self.kind == ArticleKind.REPLY:
             return f"↩ Reply by {self.author}"
+        if self.kind == ArticleKind.AUTO_REPLY:
+            return "🤖 Automatic acknowledgement sent"
         return f"📝 Internal note by {self.author}"
 
 
@@ -80,10 +115,17 @@ def ticket_view(ticket: Ticket, first: Article | None, preview_lines: int) -> Ti
         subject=ticket.subject,
         preview=preview,
         created_at=ticket.created_at,
+        priority=ticket.priority,
+        tags=ticket.tags,
+        language=ticket.language,
+        pending_until=ticket.pending_until,
     )
 
 
-def article_view(article: Article, files: Sequence[AttachmentData] = ()) -> ArticleView:
+def article_view(
+    article: Article, files: Sequence[AttachmentData] = (), body: str | None = None
+) -> ArticleView:
+    """``body`` replaces the stored text where chat shows less (quoted history stripped)."""
     author = article.author_name or article.author
     if article.kind is ArticleKind.INBOUND and article.author_name:
         author = f"{article.author_name} <{article.author}>"
@@ -93,11 +135,13 @@ def article_view(article: Article, files: Sequence[AttachmentData] = ()) -> Arti
         author=author,
         created_at=article.created_at,
         subject=article.subject,
-        body=article.body,
+        body=article.body if body is None else body,
         attachments=names,
         auto_kind=article.auto_kind,
         send_state=article.send_state.value if article.send_state else "",
         files=tuple(files),
+        article_id=article.id,
+        held=article.held,
     )
 
 
@@ -124,3 +168,15 @@ class ChatGateway(Protocol):
 
     async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
         """A short line from the bot in the ticket's thread (claimed by, closed by, send failed)."""
+
+    async def post_ping(
+        self, room: str, root_ref: str | None, text: str, users: Sequence[str], key: str
+    ) -> None:
+        """A reminder that notifies ``users`` (the core's user ids, e.g. ``discord:123``).
+
+        In the ticket's thread when ``root_ref`` is given, else in the room itself.
+        ``text`` is the bot's own; these users are the only ones it may notify.
+        """
+
+    def link(self, room: str, root_ref: str) -> str:
+        """A link (or, without links, a plain pointer) to a ticket's root message."""

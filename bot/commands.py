@@ -64,8 +64,12 @@ class CommandSpec:
     name: str
     usage: str
     summary: str
-    needs_text: bool
+    needs_text: bool  # a free text the volunteer writes (a modal on Discord)
     needs_ticket: bool = True
+    #: Takes short arguments after the number (``pending 3d``, ``move info::de``): an
+    #: ``args`` option on Discord.
+    takes_args: bool = False
+    example: str = ""
 
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -73,17 +77,122 @@ COMMANDS: dict[str, CommandSpec] = {
     for spec in (
         CommandSpec("claim", "claim [NUMBER]", "take the ticket: you are its owner", False),
         CommandSpec("unclaim", "unclaim [NUMBER]", "give the ticket back to the queue", False),
-        CommandSpec("reply", "reply [NUMBER] TEXT", "email TEXT to the requester", True),
+        CommandSpec(
+            "assign",
+            "assign [NUMBER] USER",
+            "give the ticket to another volunteer of its queue",
+            False,
+            takes_args=True,
+            example="assign @alice:example.org",
+        ),
+        CommandSpec(
+            "reply",
+            "reply [NUMBER] [--force] [--template NAME] TEXT",
+            "email TEXT to the requester (after an undo window)",
+            True,
+            example="reply --template thanks",
+        ),
         CommandSpec("note", "note [NUMBER] TEXT", "add an internal note (never emailed)", True),
-        CommandSpec("close", "close [NUMBER]", "close the ticket", False),
-        CommandSpec("reopen", "reopen [NUMBER]", "reopen a closed ticket", False),
+        CommandSpec(
+            "undo", "undo [NUMBER]", "stop your reply that is still waiting to go out", False
+        ),
+        CommandSpec(
+            "close",
+            "close [NUMBER] [successful|unsuccessful]",
+            "close the ticket (successful unless you say otherwise)",
+            False,
+            takes_args=True,
+        ),
+        CommandSpec(
+            "pending",
+            "pending [NUMBER] DURATION|DATE [reminder|autoclose]",
+            "wait until then: a reminder brings it back, autoclose closes it unless answered",
+            False,
+            takes_args=True,
+            example="pending 3d autoclose",
+        ),
+        CommandSpec("spam", "spam [NUMBER]", "close as spam: no mail to the sender", False),
+        CommandSpec("reopen", "reopen [NUMBER]", "reopen a closed or pending ticket", False),
+        CommandSpec(
+            "move",
+            "move [NUMBER] QUEUE",
+            "move the ticket to another queue (and its room)",
+            False,
+            takes_args=True,
+            example="move info::de",
+        ),
+        CommandSpec(
+            "merge",
+            "merge [NUMBER] OTHER",
+            "fold this ticket into ticket OTHER, with its history",
+            False,
+            takes_args=True,
+        ),
+        CommandSpec(
+            "priority",
+            "priority [NUMBER] 1-5",
+            "set the priority (5 is most urgent)",
+            False,
+            takes_args=True,
+        ),
+        CommandSpec(
+            "tag",
+            "tag [NUMBER] add|remove NAME",
+            "add or remove a tag",
+            False,
+            takes_args=True,
+            example="tag add press",
+        ),
+        CommandSpec(
+            "attach",
+            "attach [NUMBER] ID",
+            "accept held mail ID from an unknown sender into this ticket",
+            False,
+            takes_args=True,
+        ),
+        CommandSpec(
+            "newticket",
+            "newticket [NUMBER] ID",
+            "open held mail ID from an unknown sender as a new ticket",
+            False,
+            takes_args=True,
+        ),
         CommandSpec("show", "show [NUMBER]", "show the ticket and its history", False),
+        CommandSpec(
+            "search",
+            "search [queue:Q] [state:S] [from:ADDR] [owner:me] [tag:T] [page:N] WORDS",
+            "find tickets in the queues you work in",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            example="search state:open from:example.org licence",
+        ),
+        CommandSpec(
+            "history",
+            "history EMAIL",
+            "a requester's earlier tickets",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+        ),
+        CommandSpec(
+            "templates", "templates", "list the reply templates", False, needs_ticket=False
+        ),
+        CommandSpec(
+            "languages",
+            "languages [CODE ...]",
+            "say which languages you answer in (reminders ask you first)",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            example="languages de en",
+        ),
         CommandSpec("help", "help", "list these commands", False, needs_ticket=False),
     )
 }
 
 #: Reactions on a ticket's root message, and the command each one stands for.
-REACTIONS: dict[str, str] = {"✋": "claim", "✅": "close", "✔️": "close"}
+REACTIONS: dict[str, str] = {"✋": "claim", "✅": "close", "✔️": "close", "↩️": "undo"}
 
 
 def parse_command(text: str, prefix: str = "!") -> tuple[str, str] | None:

@@ -105,3 +105,10 @@ class Scheduler(Protocol):
     def every(self, key: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None: ...
 
     def cancel(self, key: str) -> None: ...
+
+
+class LanguageDetector(Protocol):
+    """Guesses the language of a mail's text, offline; "" when it cannot tell."""
+
+    def detect(self, text: str) -> str:
+        """An ISO 639-1 code ("de", "en") or ""."""
