@@ -20,6 +20,7 @@ from adapters.email.imap import ImapSettings, ImapWatcher
 from adapters.email.maildir import MaildirSource
 from adapters.email.parse import parser_for
 from adapters.email.smtp import FileSender, SmtpSender, SmtpSettings
+from adapters.language import Py3LangidDetector
 from adapters.scheduler import ApScheduler
 from bot.chat import ChatGateway
 from bot.commands import CommandService
@@ -27,6 +28,7 @@ from bot.config import Config
 from bot.domain import Actor
 from bot.intake import IntakeService
 from bot.outbox import OutboxDispatcher
+from bot.reminders import ReminderService
 from bot.ports import Clock, MailSender, SystemClock
 from storage.store import SqlStore
 
@@ -41,6 +43,7 @@ class App:
     commands: CommandService
     dispatcher: OutboxDispatcher
     scheduler: ApScheduler
+    reminders: ReminderService
     maildir: MaildirSource | None = None
     imap: ImapWatcher | None = None
     matrix: Any = None  # adapters.matrix.MatrixAdapter, imported only when configured
@@ -77,6 +80,11 @@ class App:
                         self.config.mail.maildir.poll_seconds if self.config.mail.maildir else 10,
                         partial(_discard, source.check_once),
                     )
+                self.scheduler.every(
+                    "reminders",
+                    self.config.reminders.check_seconds,
+                    partial(_discard, self.reminders.tick),
+                )
                 if self.imap is not None:
                     background.append(group.create_task(self.imap.run(), name="imap"))
                 if self.matrix is not None:
@@ -142,8 +150,9 @@ async def build_app(
         for target in wake_targets:
             target.wake()
 
-    intake = IntakeService(config, store, clock, wake)
+    intake = IntakeService(config, store, clock, wake, detector=Py3LangidDetector())
     commands = CommandService(config, store, clock, wake)
+    reminders = ReminderService(config, store, clock, wake)
     scheduler = ApScheduler()
     gateways: dict[str, ChatGateway] = {}
     console = None
@@ -200,6 +209,7 @@ async def build_app(
         commands=commands,
         dispatcher=dispatcher,
         scheduler=scheduler,
+        reminders=reminders,
         maildir=maildir,
         imap=imap,
         matrix=matrix,

@@ -166,8 +166,14 @@ class ChatGateway(Protocol):
     async def update_ticket(self, room: str, root_ref: str, ticket: TicketView, key: str) -> None:
         """Edit the root message to show the current state and owner."""
 
-    async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
-        """A short line from the bot in the ticket's thread (claimed by, closed by, send failed)."""
+    async def post_notice(
+        self, room: str, root_ref: str, text: str, key: str, actions: Sequence[str] = ()
+    ) -> None:
+        """A short line from the bot in the ticket's thread (claimed by, closed by, send failed).
+
+        ``actions`` names commands offered right there (``undo`` while a reply waits):
+        buttons where the platform has them; the text already says how to type them.
+        """
 
     async def post_ping(
         self, room: str, root_ref: str | None, text: str, users: Sequence[str], key: str

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
+from bot.actions import Action, answer, lookup, moves, state
 from bot.config import Config, QueueConfig
-from bot.domain import Actor, Article, ArticleKind, SendState, Ticket, TicketError
+from bot.domain import Actor, Ticket, TicketError
 from bot.ports import Clock
 from bot.repository import Repository, Store
-from bot.routing import reply_subject
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +208,31 @@ def parse_command(text: str, prefix: str = "!") -> tuple[str, str] | None:
 def help_text(prefix: str = "!") -> str:
     lines = [f"{prefix}{spec.usage} — {spec.summary}" for spec in COMMANDS.values()]
     lines.append(
-        "Inside a ticket's thread the number may be left out. Reactions: ✋ claim, ✅ close."
+        "Inside a ticket's thread the number may be left out. "
+        "Reactions: ✋ claim, ✅ close, ↩️ undo."
     )
     return "\n".join(lines)
+
+
+TicketHandler = Callable[[Action], str]
+
+_TICKET_HANDLERS: dict[str, TicketHandler] = {
+    "claim": state.claim,
+    "unclaim": state.unclaim,
+    "assign": state.assign,
+    "close": state.close,
+    "reopen": state.reopen,
+    "pending": state.pending,
+    "spam": state.spam,
+    "priority": state.priority,
+    "tag": state.tag,
+    "reply": answer.reply,
+    "note": answer.note,
+    "undo": answer.undo,
+    "move": moves.move,
+    "attach": moves.attach,
+    "newticket": moves.open_as_new,
+}
 
 
 class CommandService:
@@ -225,14 +245,6 @@ class CommandService:
         self._store = store
         self._clock = clock
         self._wake = wake
-        self._handlers: dict[str, Callable[[Repository, Ticket, CommandRequest, str], str]] = {
-            "claim": self._claim,
-            "unclaim": self._unclaim,
-            "reply": self._reply,
-            "note": self._note,
-            "close": self._close,
-            "reopen": self._reopen,
-        }
 
     async def execute(self, request: CommandRequest) -> CommandResult:
         spec = COMMANDS.get(request.name)
@@ -254,29 +266,65 @@ class CommandService:
     def _execute(
         self, repo: Repository, spec: CommandSpec, request: CommandRequest
     ) -> CommandResult:
-        number, text = self._split_number(request.args)
+        actor, args = request.actor, request.args
+        if not spec.needs_ticket:
+            return CommandResult(True, self._global(repo, request))
+        other: str | None = None
+        if request.name == "merge":
+            number, other = self._merge_numbers(args)
+            text = ""
+        else:
+            number, text = self._split_number(args)
         ticket = self._find_ticket(repo, number, request.context)
         queue = self._config.queue(ticket.queue)
         self._check_room(queue, ticket, request.context)
-        if not queue.may_act(request.actor):
+        if not queue.may_act(actor):
             return CommandResult(
                 False,
                 f"Sorry, only volunteers of queue {queue.name} may act on its tickets.",
                 ticket.number,
             )
-        if spec.needs_text and not text:
+        if spec.needs_text and not text and request.name != "reply":
             raise TicketError(f"Usage: {spec.usage}")
         if request.name == "show":
-            return CommandResult(True, self._show(repo, ticket), ticket.number)
-        message = self._handlers[request.name](repo, ticket, request, text)
+            return CommandResult(True, lookup.show(repo, ticket), ticket.number)
+        action = Action(self._config, repo, ticket, actor, request.name, text, self._clock.now())
+        if request.name == "merge":
+            assert other is not None
+            message = moves.merge(action, other)
+        else:
+            message = _TICKET_HANDLERS[request.name](action)
         return CommandResult(True, message, ticket.number, shown_in_thread=True)
+
+    def _global(self, repo: Repository, request: CommandRequest) -> str:
+        """Commands about no one ticket: search, history, templates, languages."""
+        actor, args = request.actor, request.args
+        if request.name == "search":
+            return lookup.search(self._config, repo, actor, args)
+        if request.name == "history":
+            return lookup.requester_history(self._config, repo, actor, args)
+        if request.name == "templates":
+            return lookup.templates(self._config, actor)
+        if request.name == "languages":
+            return lookup.languages(repo, actor, args, self._clock.now())
+        raise TicketError(f"Unknown command {request.name!r}. Try help.")
 
     @staticmethod
     def _split_number(args: str) -> tuple[str | None, str]:
-        first, _, rest = args.partition(" ")
-        if _NUMBER.match(first.strip()):
-            return first.strip(), rest.strip()
+        first, _, rest = args.strip().partition(" ")
+        if _NUMBER.match(_bare(first)):
+            return _bare(first), rest.strip()
         return None, args.strip()
+
+    @staticmethod
+    def _merge_numbers(args: str) -> tuple[str | None, str]:
+        """``merge OTHER`` in a thread, or ``merge NUMBER OTHER`` anywhere."""
+        numbers = [_bare(w) for w in args.split()]
+        if not numbers or not all(_NUMBER.match(n) for n in numbers) or len(numbers) > 2:
+            raise TicketError("Usage: merge [NUMBER] OTHER (fold this ticket into ticket OTHER)")
+        if len(numbers) == 2:
+            return numbers[0], numbers[1]
+        return None, numbers[0]
 
     def _find_ticket(self, repo: Repository, number: str | None, context: ChatContext) -> Ticket:
         if number is not None:
@@ -306,136 +354,7 @@ class CommandService:
                 f"Ticket {ticket.number} belongs to queue {queue.name}; use that queue's room."
             )
 
-    # --- handlers: each runs inside the command's transaction --------------------------------
 
-    def _announce(self, repo: Repository, ticket: Ticket, now: datetime, notice: str) -> None:
-        for channel in self._config.queue(ticket.queue).bindings(self._config):
-            repo.enqueue(channel, "notice", _id(ticket), now, payload={"text": notice})
-            repo.enqueue(channel, "update_ticket", _id(ticket), now)
-
-    def _state_change(
-        self,
-        repo: Repository,
-        ticket: Ticket,
-        request: CommandRequest,
-        change: Callable[[datetime], None],
-        notice: str,
-    ) -> str:
-        now = self._clock.now()
-        before = f"{ticket.state.value}/{ticket.owner or '-'}"
-        change(now)
-        repo.save_ticket(ticket)
-        after = f"{ticket.state.value}/{ticket.owner or '-'}"
-        repo.audit(now, request.actor, f"ticket.{request.name}", ticket.id, f"{before} -> {after}")
-        self._announce(repo, ticket, now, notice)
-        return notice
-
-    def _claim(self, repo: Repository, ticket: Ticket, request: CommandRequest, _: str) -> str:
-        return self._state_change(
-            repo,
-            ticket,
-            request,
-            lambda now: ticket.claim(request.actor, now),
-            f"✋ Claimed by {request.actor.label}",
-        )
-
-    def _unclaim(self, repo: Repository, ticket: Ticket, request: CommandRequest, _: str) -> str:
-        return self._state_change(
-            repo,
-            ticket,
-            request,
-            lambda now: ticket.unclaim(request.actor, now),
-            f"↩ Unclaimed by {request.actor.label}",
-        )
-
-    def _close(self, repo: Repository, ticket: Ticket, request: CommandRequest, _: str) -> str:
-        return self._state_change(
-            repo, ticket, request, ticket.close, f"✅ Closed by {request.actor.label}"
-        )
-
-    def _reopen(self, repo: Repository, ticket: Ticket, request: CommandRequest, _: str) -> str:
-        return self._state_change(
-            repo, ticket, request, ticket.reopen, f"↺ Reopened by {request.actor.label}"
-        )
-
-    def _note(self, repo: Repository, ticket: Ticket, request: CommandRequest, text: str) -> str:
-        now = self._clock.now()
-        article = repo.add_article(
-            Article(
-                id=None,
-                ticket_id=_id(ticket),
-                kind=ArticleKind.NOTE,
-                author=request.actor.user_id,
-                author_name=request.actor.label,
-                subject="",
-                body=text,
-                created_at=now,
-            )
-        )
-        repo.audit(now, request.actor, "ticket.note", ticket.id, f"article {article.id}")
-        for channel in self._config.queue(ticket.queue).bindings(self._config):
-            repo.enqueue(channel, "post_article", _id(ticket), now, article_id=article.id)
-        return "Note added."
-
-    def _reply(self, repo: Repository, ticket: Ticket, request: CommandRequest, text: str) -> str:
-        """Store the reply first, then queue it: the email outbox sends it exactly once."""
-        now = self._clock.now()
-        queue = self._config.queue(ticket.queue)
-        history = repo.articles(_id(ticket))
-        last_mail = next(
-            (a for a in reversed(history) if a.kind is ArticleKind.INBOUND and a.message_id), None
-        )
-        references: tuple[str, ...] = ()
-        in_reply_to = ""
-        if last_mail is not None and last_mail.message_id:
-            in_reply_to = last_mail.message_id
-            references = (*last_mail.references[-20:], last_mail.message_id)
-        domain = queue.reply_address.rpartition("@")[2]
-        article = repo.add_article(
-            Article(
-                id=None,
-                ticket_id=_id(ticket),
-                kind=ArticleKind.REPLY,
-                author=request.actor.user_id,
-                author_name=request.actor.label,
-                subject=reply_subject(ticket.number, ticket.subject),
-                body=text,
-                created_at=now,
-                message_id=f"<ticketbot.{ticket.number}.{uuid.uuid4().hex[:16]}@{domain}>",
-                in_reply_to=in_reply_to,
-                references=references,
-                to=(ticket.requester_email,),
-                send_state=SendState.QUEUED,
-            )
-        )
-        ticket.mark_answered(now)
-        repo.save_ticket(ticket)
-        repo.audit(now, request.actor, "ticket.reply", ticket.id, f"article {article.id}")
-        repo.enqueue("email", "send_reply", _id(ticket), now, article_id=article.id)
-        for channel in queue.bindings(self._config):
-            repo.enqueue(channel, "post_article", _id(ticket), now, article_id=article.id)
-            repo.enqueue(channel, "update_ticket", _id(ticket), now)
-        return f"Reply queued for {ticket.requester_email}."
-
-    def _show(self, repo: Repository, ticket: Ticket) -> str:
-        articles = repo.articles(_id(ticket))
-        owner = ticket.owner_name or ticket.owner or "nobody"
-        lines = [
-            f"[Ticket#{ticket.number}] {ticket.subject}",
-            f"Queue {ticket.queue} · {ticket.state.value} · owner: {owner}",
-            f"Requester: {ticket.requester_email}",
-            f"{len(articles)} article(s):",
-        ]
-        for article in articles:
-            sent = f" [{article.send_state.value}]" if article.send_state else ""
-            first_line = next((ln for ln in article.body.splitlines() if ln.strip()), "")
-            lines.append(
-                f"- {article.created_at:%Y-%m-%d %H:%M} {article.kind.value}{sent} "
-                f"{article.author_name or article.author}: {first_line[:120]}"
-            )
-        return "\n".join(lines)
-
-
-def _id(ticket: Ticket) -> int:
-    assert ticket.id is not None
-    return ticket.id
+def _bare(word: str) -> str:
+    """``#2026…`` or ``Ticket#2026…`` as typed -> the digits."""
+    return word.strip().removeprefix("Ticket").removeprefix("ticket").lstrip("#").strip("[]")

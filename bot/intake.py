@@ -11,32 +11,71 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
 
+from bot.actions import announce
 from bot.config import Config
-from bot.domain import SYSTEM, Article, ArticleKind, Ticket, TicketState
+from bot.domain import SYSTEM, Article, ArticleKind, SendState, Ticket, TicketState
 from bot.mail import Address, AttachmentData, InboundEmail
-from bot.ports import Clock, IntakeOutcome, MailCursor, MailKey, StoreUnavailable
+from bot.ports import (
+    Clock,
+    IntakeOutcome,
+    LanguageDetector,
+    MailCursor,
+    MailKey,
+    StoreUnavailable,
+)
+from bot.replies import Variables, acknowledgement
 from bot.repository import Repository, Store
-from bot.routing import route_queue, ticket_number_in_subject
+from bot.routing import reply_subject, route_queue, ticket_number_in_subject
+from bot.rules import RuleInput, decide
 
 log = logging.getLogger(__name__)
+
+
+_OUR_MESSAGE_ID = re.compile(rb"<ticketbot\.(\d{10,20})\.")
+_PERMANENT_STATUS = re.compile(rb"^Status:\s*5\.\d{1,3}\.\d{1,3}", re.I | re.M)
+_FINAL_RECIPIENT = re.compile(
+    rb"^Final-Recipient:\s*rfc822\s*;\s*<?([^>\s]+@[^>\s]+)>?", re.I | re.M
+)
+_CLOSED_BY_HAND = (TicketState.CLOSED_SUCCESSFUL, TicketState.CLOSED_UNSUCCESSFUL)
+
+
+@dataclass(frozen=True)
+class _Routing:
+    queue: str
+    detail: str
+    priority: int = 3
+    tags: tuple[str, ...] = ()
+    spam: bool = False
 
 
 class IntakeService:
     """Implements :class:`bot.ports.MailIntake` for every mail source adapter."""
 
     def __init__(
-        self, config: Config, store: Store, clock: Clock, wake: Callable[[], None]
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        wake: Callable[[], None],
+        detector: LanguageDetector | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._clock = clock
         self._wake = wake
+        self._detector = detector
 
     async def ingest(self, email: InboundEmail, key: MailKey) -> IntakeOutcome:
+        language = self._language(email)
         try:
-            outcome = await self._store.run(lambda repo: self._ingest(repo, email, key))
+            outcome = await self._store.run(lambda repo: self._ingest(repo, email, key, language))
         except StoreUnavailable:
             raise  # the database is away: the mail stays unflagged and is tried again
         except Exception as exc:
@@ -44,7 +83,7 @@ class IntakeService:
             # ticket holding the raw message, so one bad mail never stops the mailbox.
             log.exception("mail %s (%s) could not be stored as parsed", key.item, email.message_id)
             fallback = _unreadable(email, exc)
-            outcome = await self._store.run(lambda repo: self._ingest(repo, fallback, key))
+            outcome = await self._store.run(lambda repo: self._ingest(repo, fallback, key, ""))
         if not outcome.duplicate:
             self._wake()
             log.info(
@@ -58,7 +97,18 @@ class IntakeService:
             log.info("duplicate %s (%s) already stored", email.message_id, key.item)
         return outcome
 
-    def _ingest(self, repo: Repository, email: InboundEmail, key: MailKey) -> IntakeOutcome:
+    def _language(self, email: InboundEmail) -> str:
+        if self._detector is None or email.auto_kind:
+            return ""
+        try:
+            return self._detector.detect(email.text)
+        except Exception:  # a detector problem must never stop intake
+            log.exception("language detection failed for %s", email.message_id)
+            return ""
+
+    def _ingest(
+        self, repo: Repository, email: InboundEmail, key: MailKey, language: str
+    ) -> IntakeOutcome:
         now = self._clock.now()
         if repo.message_id_exists(email.message_id):
             existing = repo.ticket_by_message_ids([email.message_id])
@@ -67,10 +117,286 @@ class IntakeService:
             return IntakeOutcome(existing.number if existing else "", False, True)
 
         ticket = self._find_follow_up_target(repo, email)
-        created = ticket is None
+        if ticket is not None and not email.auto_kind and self._starts_new(ticket, now):
+            previous, ticket = ticket, None
+            outcome = self._new(repo, email, key, language, now, linked_to=previous)
+            announce(
+                self._config,
+                repo,
+                previous,
+                now,
+                f"↪ A new email to this closed ticket was opened as ticket {outcome.ticket_number}",
+                refresh=False,
+            )
+            return outcome
         if ticket is None:
-            ticket = self._new_ticket(repo, email)
-        article = repo.add_article(
+            return self._new(repo, email, key, language, now)
+        return self._follow_up(repo, ticket, email, key, now)
+
+    # --- new tickets ---------------------------------------------------------------------------
+
+    def _new(
+        self,
+        repo: Repository,
+        email: InboundEmail,
+        key: MailKey,
+        language: str,
+        now: datetime,
+        linked_to: Ticket | None = None,
+    ) -> IntakeOutcome:
+        sender = email.sender.email.lower()
+        marks = frozenset(repo.sender_marks(sender)) if sender else frozenset()
+        routing = self._route(email, language, marks)
+        number = repo.next_ticket_number(now.date(), self._config.tickets.system_id)
+        ticket = repo.add_ticket(
+            Ticket(
+                id=None,
+                number=number,
+                queue=routing.queue,
+                subject=email.subject,
+                requester_email=(email.reply_to[0] if email.reply_to else email.sender).email,
+                requester_name=email.sender.name,
+                created_at=now,
+                updated_at=now,
+                state=TicketState.SPAM if routing.spam else TicketState.NEW,
+                priority=routing.priority,
+                tags=routing.tags,
+                language=language,
+                linked_to=linked_to.id if linked_to else None,
+            )
+        )
+        article = self._store_article(repo, ticket, email, now)
+        repo.audit(now, SYSTEM, "ticket.created", ticket.id, f"from {email.sender.email}")
+        repo.audit(now, SYSTEM, "ticket.routed", ticket.id, routing.detail)
+        if linked_to is not None:
+            repo.audit(now, SYSTEM, "ticket.linked", ticket.id, f"continues {linked_to.number}")
+        if not routing.spam:
+            for channel in self._config.queue(ticket.queue).bindings(self._config):
+                repo.enqueue(channel, "post_ticket", _id(ticket), now)
+            self._acknowledge(repo, ticket, email, article, "new", now)
+        repo.record_intake(key, email.message_id, ticket.id, now)
+        self._advance_cursor(repo, key)
+        return IntakeOutcome(ticket.number, True, False)
+
+    def _route(self, email: InboundEmail, language: str, marks: frozenset[str]) -> _Routing:
+        """The queue by address, then the rules; the reason is written to the ticket's history."""
+        queue = route_queue(email, self._config.queues)
+        by_address = {a: q.name for q in self._config.queues for a in q.addresses}
+        address = next(
+            (r.email.lower() for r in email.recipients if r.email.lower() in by_address), None
+        )
+        detail = (
+            f"routed to {queue.name} by address {address}"
+            if address
+            else f"routed to {queue.name}: default queue (no known recipient address)"
+        )
+        decision = decide(self._config.rules, RuleInput(email, language, marks))
+        if decision is None:
+            return _Routing(queue.name, detail)
+        target = decision.queue or queue.name
+        actions = []
+        if decision.priority is not None:
+            actions.append(f"priority {decision.priority}")
+        if decision.tags:
+            actions.append("tags " + ", ".join(decision.tags))
+        if decision.spam:
+            actions.append("spam")
+        suffix = f" ({'; '.join(actions)})" if actions else ""
+        return _Routing(
+            queue=target,
+            detail=f"routed to {target} by {decision.reason}{suffix}",
+            priority=decision.priority if decision.priority is not None else 3,
+            tags=tuple(decision.tags),
+            spam=decision.spam,
+        )
+
+    # --- follow-ups ----------------------------------------------------------------------------
+
+    def _follow_up(
+        self, repo: Repository, ticket: Ticket, email: InboundEmail, key: MailKey, now: datetime
+    ) -> IntakeOutcome:
+        held = not email.auto_kind and not self._is_participant(repo, ticket, email)
+        article = self._store_article(repo, ticket, email, now, held=held)
+        channels = list(self._config.queue(ticket.queue).bindings(self._config))
+        show = ticket.state is not TicketState.SPAM
+        reopened = False
+        if held:
+            repo.audit(
+                now, SYSTEM, "ticket.held", ticket.id, f"from unknown sender {email.sender.email}"
+            )
+        elif email.auto_kind:
+            # out-of-office replies and bounces are recorded without changing the state
+            repo.audit(
+                now,
+                SYSTEM,
+                "ticket.auto_mail",
+                ticket.id,
+                f"{email.auto_kind} from {email.sender.email}",
+            )
+            self._check_bounce(repo, ticket, email, now, channels if show else [])
+        else:
+            reopened = ticket.touch_by_requester(now)
+            repo.save_ticket(ticket)
+            repo.audit(now, SYSTEM, "ticket.follow_up", ticket.id, f"from {email.sender.email}")
+        if show:
+            for channel in channels:
+                repo.enqueue(channel, "post_article", _id(ticket), now, article_id=article.id)
+                if reopened:
+                    repo.enqueue(
+                        channel,
+                        "notice",
+                        _id(ticket),
+                        now,
+                        payload={"text": "↺ Reopened by a new email"},
+                    )
+                    repo.enqueue(channel, "update_ticket", _id(ticket), now)
+        if reopened:
+            repo.audit(now, SYSTEM, "ticket.reopened", ticket.id, "follow-up email")
+            self._acknowledge(repo, ticket, email, article, "reopen", now)
+        repo.record_intake(key, email.message_id, ticket.id, now)
+        self._advance_cursor(repo, key)
+        return IntakeOutcome(ticket.number, False, False)
+
+    def _starts_new(self, ticket: Ticket, now: datetime) -> bool:
+        """Per queue: does a follow-up to this closed ticket open a new, linked ticket?"""
+        if ticket.state not in _CLOSED_BY_HAND:
+            return False
+        queue = self._config.queue(ticket.queue)
+        if queue.follow_up_closed == "new":
+            return True
+        if queue.follow_up_closed == "reopen_within":
+            return now - ticket.updated_at > timedelta(days=queue.reopen_days)
+        return False
+
+    def _is_participant(self, repo: Repository, ticket: Ticket, email: InboundEmail) -> bool:
+        """The requester, anyone Cc'd on the ticket's mail, or a sender a volunteer accepted."""
+        sender = email.sender.email.lower()
+        if not sender:
+            return False
+        if sender == ticket.requester_email.lower():
+            return True
+        if sender in self._config.own_addresses:
+            return False
+        known: set[str] = set()
+        for article in repo.articles(_id(ticket)):
+            if article.held:
+                continue
+            if article.kind is ArticleKind.INBOUND:
+                known.add(article.author.lower())
+                known.update(a.lower() for a in article.cc)
+            elif article.kind is ArticleKind.REPLY:
+                known.update(a.lower() for a in (*article.to, *article.cc))
+        return sender in known
+
+    def _check_bounce(
+        self,
+        repo: Repository,
+        ticket: Ticket,
+        email: InboundEmail,
+        now: datetime,
+        channels: list[str],
+    ) -> None:
+        """A permanent bounce (DSN status 5.x.x) marks the requester's address undeliverable."""
+        if email.auto_kind != "bounce":
+            return
+        head = email.raw[:262144]
+        if not _PERMANENT_STATUS.search(head):
+            return
+        final = _FINAL_RECIPIENT.search(head)
+        address = (
+            final.group(1).decode("ascii", "replace").lower() if final else ticket.requester_email
+        )
+        repo.mark_sender(address, "undeliverable", now, f"bounce on ticket {ticket.number}")
+        repo.audit(now, SYSTEM, "sender.undeliverable", ticket.id, address)
+        for channel in channels:
+            repo.enqueue(
+                channel,
+                "notice",
+                _id(ticket),
+                now,
+                payload={
+                    "text": f"✖ Mail to {address} bounced permanently; the address is marked "
+                    "undeliverable."
+                },
+            )
+
+    # --- acknowledgements (RFC 3834) -----------------------------------------------------------
+
+    def _acknowledge(
+        self,
+        repo: Repository,
+        ticket: Ticket,
+        email: InboundEmail,
+        article: Article,
+        kind: Literal["new", "reopen"],
+        now: datetime,
+    ) -> None:
+        """Send the queue's acknowledgement, unless RFC 3834 or the loop guard says no.
+
+        Never to automatic mail (Auto-Submitted, bounces, lists, bulk), never to the
+        desk's own addresses, never to a sender marked spam or undeliverable, and at
+        most N a day to one address: two auto-responders pointed at each other stop.
+        """
+        queue = self._config.queue(ticket.queue)
+        to = ticket.requester_email.lower()
+        variables = Variables(
+            requester_name=ticket.requester_name,
+            requester_email=ticket.requester_email,
+            ticket_number=ticket.number,
+            volunteer_name=queue.sender_name or queue.name,
+            queue=queue.name,
+            subject=ticket.subject,
+        )
+        text = acknowledgement(queue, kind, ticket.language or queue.language, variables)
+        if text is None or email.auto_kind or "@" not in to:
+            return
+        if (
+            to in self._config.own_addresses
+            or email.sender.email.lower() in self._config.own_addresses
+        ):
+            log.info("no acknowledgement for %s: it is one of the desk's own addresses", to)
+            return
+        if repo.sender_marks(to) & {"spam", "undeliverable"}:
+            return
+        limit = self._config.autoresponse.max_per_sender_per_day
+        if repo.auto_responses_since(to, now - timedelta(days=1)) >= limit:
+            log.info("no acknowledgement for %s: %d sent in the last day", to, limit)
+            repo.audit(now, SYSTEM, "ticket.autoresponse_skipped", ticket.id, f"limit {limit}/day")
+            return
+        domain = queue.reply_address.rpartition("@")[2]
+        ack = repo.add_article(
+            Article(
+                id=None,
+                ticket_id=_id(ticket),
+                kind=ArticleKind.AUTO_REPLY,
+                author=SYSTEM.user_id,
+                author_name=queue.sender_name or queue.name,
+                subject=reply_subject(ticket.number, ticket.subject),
+                body=text,
+                created_at=now,
+                message_id=f"<ticketbot.{ticket.number}.ack{uuid.uuid4().hex[:12]}@{domain}>",
+                in_reply_to=email.message_id,
+                references=(*email.references[-20:], email.message_id),
+                to=(ticket.requester_email,),
+                send_state=SendState.QUEUED,
+            )
+        )
+        repo.record_auto_response(to, now, ticket.id)
+        repo.audit(now, SYSTEM, "ticket.autoresponse", ticket.id, f"{kind} to {to}")
+        repo.enqueue("email", "send_reply", _id(ticket), now, article_id=ack.id)
+
+    # --- shared --------------------------------------------------------------------------------
+
+    def _store_article(
+        self,
+        repo: Repository,
+        ticket: Ticket,
+        email: InboundEmail,
+        now: datetime,
+        *,
+        held: bool = False,
+    ) -> Article:
+        return repo.add_article(
             Article(
                 id=None,
                 ticket_id=_id(ticket),
@@ -86,37 +412,11 @@ class IntakeService:
                 to=tuple(a.email for a in email.to),
                 cc=tuple(a.email for a in email.cc),
                 auto_kind=email.auto_kind,
+                held=held,
             ),
             raw=email.raw,
             attachments=email.attachments,
         )
-        queue = self._config.queue(ticket.queue)
-        channels = list(queue.bindings(self._config))
-        if created:
-            repo.audit(now, SYSTEM, "ticket.created", ticket.id, f"from {email.sender.email}")
-            for channel in channels:
-                repo.enqueue(channel, "post_ticket", _id(ticket), now)
-        else:
-            reopened = email.auto_kind == "" and ticket.touch_by_requester(now)
-            if email.auto_kind == "":
-                repo.save_ticket(ticket)
-            repo.audit(now, SYSTEM, "ticket.follow_up", ticket.id, f"from {email.sender.email}")
-            for channel in channels:
-                repo.enqueue(channel, "post_article", _id(ticket), now, article_id=article.id)
-                if reopened:
-                    repo.enqueue(
-                        channel,
-                        "notice",
-                        _id(ticket),
-                        now,
-                        payload={"text": "↺ Reopened by a new email"},
-                    )
-                    repo.enqueue(channel, "update_ticket", _id(ticket), now)
-            if reopened:
-                repo.audit(now, SYSTEM, "ticket.reopened", ticket.id, "follow-up email")
-        repo.record_intake(key, email.message_id, ticket.id, now)
-        self._advance_cursor(repo, key)
-        return IntakeOutcome(ticket.number, created, False)
 
     def _find_follow_up_target(self, repo: Repository, email: InboundEmail) -> Ticket | None:
         ticket = None
@@ -127,6 +427,17 @@ class IntakeService:
             referenced = [*email.in_reply_to, *reversed(email.references)]
             if referenced:
                 ticket = repo.ticket_by_message_ids(referenced)
+        if ticket is None and email.auto_kind:
+            # a bounce or vacation reply quotes our reply, whose Message-ID names the ticket
+            found = _OUR_MESSAGE_ID.search(email.raw[:262144])
+            if found:
+                ticket = repo.ticket_by_number(found.group(1).decode())
+        hops = 0
+        while ticket is not None and ticket.merged_into is not None and hops < 10:
+            ticket = repo.ticket_by_id(
+                ticket.merged_into
+            )  # mail to a merged ticket joins its target
+            hops += 1
         if ticket is not None and not self._addressed_to_queue_of(email, ticket):
             # e.g. a volunteer forwards a ticket to another team's address: that is a
             # new ticket there, and its text must not land in the first queue's room
@@ -134,32 +445,18 @@ class IntakeService:
         return ticket
 
     def _addressed_to_queue_of(self, email: InboundEmail, ticket: Ticket) -> bool:
-        """True unless the mail went only to other queues' addresses."""
-        queues = {
-            queue.name
+        """True unless the mail went only to other queues' addresses.
+
+        A queue's address covers its sub-queues: a ticket in ``info::de`` takes mail sent
+        to ``info@``.
+        """
+        families = {
+            queue.name.split("::")[0]
             for recipient in email.recipients
             for queue in self._config.queues
             if recipient.email.lower() in queue.addresses
         }
-        return not queues or ticket.queue in queues
-
-    def _new_ticket(self, repo: Repository, email: InboundEmail) -> Ticket:
-        now = self._clock.now()
-        queue = route_queue(email, self._config.queues)
-        number = repo.next_ticket_number(now.date(), self._config.tickets.system_id)
-        return repo.add_ticket(
-            Ticket(
-                id=None,
-                number=number,
-                queue=queue.name,
-                subject=email.subject,
-                requester_email=(email.reply_to[0] if email.reply_to else email.sender).email,
-                requester_name=email.sender.name,
-                created_at=now,
-                updated_at=now,
-                state=TicketState.NEW,
-            )
-        )
+        return not families or ticket.queue.split("::")[0] in families
 
     @staticmethod
     def _advance_cursor(repo: Repository, key: MailKey) -> None:

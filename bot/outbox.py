@@ -23,6 +23,7 @@ from bot.config import Config
 from bot.domain import Article, ArticleKind, SendState
 from bot.mail import Address, OutgoingEmail
 from bot.ports import Clock, MailSender, MailSendError, StoreUnavailable
+from bot.replies import strip_quoted
 from bot.repository import ChatPost, OutboxItem, Repository, Store
 
 log = logging.getLogger(__name__)
@@ -171,21 +172,25 @@ class OutboxDispatcher:
 
     async def _chat(self, gateway: ChatGateway, item: OutboxItem) -> None:
         work = await self._store.run(lambda repo: self._load_chat_work(repo, gateway.name, item))
-        now = self._clock.now()
-        if work.room is None:  # the queue is no longer shown on this platform
-            await self._store.run(lambda repo: repo.outbox_done(item.id, now))
-            return
-        if item.kind == "post_ticket":
-            if work.post is None:
+        if item.kind == "move_out":
+            await self._move_out(gateway, work, item)
+        elif work.room is None:  # the queue is no longer shown on this platform
+            pass
+        elif item.kind == "post_ticket":
+            if work.post is None or work.post.room != work.room:
+                # a new ticket, or one moved here from another room: post it, and for a
+                # move its whole history, then it is this platform's root
                 ref = await gateway.post_ticket(work.room, work.ticket, work.first, item.key)
                 post = ChatPost(item.ticket_id, gateway.name, work.room, ref)
+                if item.payload.get("history"):
+                    await self._replay(gateway, post, work, item)
                 await self._store.run(lambda repo: self._posted(repo, post, item))
                 return
         else:
-            if work.post is None:
-                # No root yet, and (items being taken oldest first per ticket) no earlier
-                # post_ticket waiting either: the queue was bound to this platform after
-                # the ticket was made. Show the ticket here first, then this item.
+            if work.post is None or work.post.room != work.room:
+                # No root here yet, and (items being taken oldest first per ticket) no
+                # earlier post_ticket waiting either: the queue was bound to this platform
+                # after the ticket was made. Show the ticket here first, then this item.
                 work = await self._post_root_first(gateway, work, item)
             await self._carry_out(gateway, work, item)
         await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
@@ -202,9 +207,47 @@ class OutboxDispatcher:
             await gateway.update_ticket(post.room, post.root_ref, work.ticket, item.key)
         elif item.kind == "notice":
             text = str(item.payload.get("text", ""))
-            await gateway.post_notice(post.room, post.root_ref, text, item.key)
+            actions = [str(a) for a in item.payload.get("actions", [])]
+            await gateway.post_notice(post.room, post.root_ref, text, item.key, actions)
+        elif item.kind == "ping":
+            text = str(item.payload.get("text", ""))
+            users = [str(u) for u in item.payload.get("users", [])]
+            root = post.root_ref if item.payload.get("in_thread", True) else None
+            await gateway.post_ping(post.room, root, text, users, item.key)
         else:
             log.error("outbox item %s has unknown kind %r; dropping it", item.id, item.kind)
+
+    async def _replay(
+        self, gateway: ChatGateway, post: ChatPost, work: _ChatWork, item: OutboxItem
+    ) -> None:
+        """A moved ticket's messages after the first, posted under its new root."""
+        views = await self._store.run(
+            lambda repo: [
+                self._view(repo, gateway.name, a) for a in repo.articles(item.ticket_id)[1:]
+            ]
+        )
+        for index, view in enumerate(views):
+            await gateway.post_article(
+                post.room, post.root_ref, work.ticket, view, f"{item.key}:h{index}"
+            )
+
+    async def _move_out(self, gateway: ChatGateway, work: _ChatWork, item: OutboxItem) -> None:
+        """Mark the old post of a moved ticket, with a pointer to where it is now."""
+        room = str(item.payload.get("room", ""))
+        root_ref = str(item.payload.get("root_ref", ""))
+        queue = str(item.payload.get("queue", ""))
+        by = str(item.payload.get("by", ""))
+        if not room or not root_ref:
+            return
+        where = f"queue {queue}"
+        if work.post is not None and work.post.root_ref != root_ref:
+            where += f": {gateway.link(work.post.room, work.post.root_ref)}"
+        else:
+            where += " (not shown on this platform)"
+        await gateway.update_ticket(
+            room, root_ref, replace(work.ticket, moved_to=where), f"{item.key}:root"
+        )
+        await gateway.post_notice(room, root_ref, f"➡ Moved to {where} by {by}", item.key)
 
     async def _post_root_first(
         self, gateway: ChatGateway, work: _ChatWork, item: OutboxItem
@@ -215,7 +258,7 @@ class OutboxDispatcher:
         )
         ref = await gateway.post_ticket(work.room, work.ticket, first, f"{item.key}:root")
         post = ChatPost(item.ticket_id, gateway.name, work.room, ref)
-        await self._store.run(lambda repo: repo.add_chat_post(post, self._clock.now()))
+        await self._store.run(lambda repo: repo.replace_chat_post(post, self._clock.now()))
         return replace(work, post=post)
 
     def _first_view(self, repo: Repository, platform: str, ticket_id: int) -> ArticleView | None:
@@ -226,11 +269,15 @@ class OutboxDispatcher:
         files = []
         if platform in self._uploads and article.attachments and article.id is not None:
             files = repo.attachment_files(article.id)
-        return article_view(article, files)
+        body = None
+        if article.kind in (ArticleKind.INBOUND, ArticleKind.REPLY):
+            # chat shows what is new; the quoted history stays in the ticket
+            body = strip_quoted(article.body)
+        return article_view(article, files, body)
 
     def _posted(self, repo: Repository, post: ChatPost, item: OutboxItem) -> None:
         now = self._clock.now()
-        repo.add_chat_post(post, now)
+        repo.replace_chat_post(post, now)
         repo.outbox_done(item.id, now)
 
     def _load_chat_work(self, repo: Repository, platform: str, item: OutboxItem) -> _ChatWork:
@@ -268,12 +315,13 @@ class OutboxDispatcher:
     async def _send_reply(self, item: OutboxItem) -> None:
         assert self._sender is not None and item.article_id is not None
         article_id = item.article_id
-        loaded = await self._store.run(lambda repo: self._load_reply(repo, article_id))
+        loaded = await self._store.run(lambda repo: self._load_reply(repo, item, article_id))
         article, message = loaded
-        if article.send_state is SendState.SENT:
+        if article.send_state in (SendState.SENT, SendState.CANCELLED) or message is None:
             await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
             return
         if article_id not in self._sent_unrecorded:
+            assert message is not None
             await self._sender.send(message)
             self._sent_unrecorded.add(article_id)
             log.info(
@@ -303,11 +351,24 @@ class OutboxDispatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _load_reply(self, repo: Repository, article_id: int) -> tuple[Article, OutgoingEmail]:
+    def _load_reply(
+        self, repo: Repository, item: OutboxItem, article_id: int
+    ) -> tuple[Article, OutgoingEmail | None]:
+        """The reply to send; None when it was withdrawn (undo) before sending began.
+
+        Marking the item ``sending`` here, in one transaction with the check, is what
+        makes an undo either win completely or come too late, never half.
+        """
         article = repo.article(article_id)
+        if article.send_state is SendState.QUEUED and not repo.begin_send(item.id):
+            return article, None
         ticket = repo.ticket_by_id(article.ticket_id)
         queue = self._config.queue(ticket.queue)
-        assert article.kind is ArticleKind.REPLY and article.message_id
+        assert article.kind in (ArticleKind.REPLY, ArticleKind.AUTO_REPLY) and article.message_id
+        headers: tuple[tuple[str, str], ...] = ()
+        if article.kind is ArticleKind.AUTO_REPLY:
+            # RFC 3834: mark it automatic, so other responders do not answer it
+            headers = (("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All"))
         message = OutgoingEmail(
             sender=Address(queue.reply_address, queue.sender_name),
             to=tuple(Address(address) for address in article.to),
@@ -316,6 +377,7 @@ class OutboxDispatcher:
             message_id=article.message_id,
             in_reply_to=article.in_reply_to,
             references=article.references,
+            extra_headers=headers,
         )
         return article, message
 

@@ -119,6 +119,9 @@ class Repository(Protocol):
     ) -> None:
         """Add work for an adapter; ``due_at`` delays it (a reply's undo window)."""
 
+    def begin_send(self, item_id: int) -> bool:
+        """Mark a reply as being sent (no undo from here on); False if it was withdrawn."""
+
     def cancel_send(self, article_id: int, now: datetime) -> bool:
         """Withdraw a reply's pending, never-attempted send; False when too late."""
 

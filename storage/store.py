@@ -95,6 +95,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: Outbox states still to be carried out: "sending" is a reply an undo can no longer stop.
+_WAITING = ("pending", "sending")
+
 _MAX_KEY_BYTES = 900  # PostgreSQL's btree index rows stop at 2,704 bytes
 
 
@@ -425,6 +428,19 @@ class PeeweeRepository:
             created_at=now,
         )
 
+    def begin_send(self, item_id: int) -> bool:
+        """Mark a reply's item as being sent, so an undo can no longer withdraw it.
+
+        False when it was withdrawn first. A ``sending`` item left by a crash is taken
+        again at the next start, like a pending one.
+        """
+        updated = (
+            m.OutboxEntry.update(state="sending")
+            .where((m.OutboxEntry.id == item_id) & m.OutboxEntry.state.in_(_WAITING))
+            .execute()
+        )
+        return bool(updated)
+
     def cancel_send(self, article_id: int, now: datetime) -> bool:
         """Withdraw a reply's pending send; False when it is already being sent or gone."""
         cancelled = (
@@ -433,7 +449,6 @@ class PeeweeRepository:
                 (m.OutboxEntry.article == article_id)
                 & (m.OutboxEntry.channel == "email")
                 & (m.OutboxEntry.state == "pending")
-                & (m.OutboxEntry.attempts == 0)
             )
             .execute()
         )
@@ -444,7 +459,7 @@ class PeeweeRepository:
         earlier_entry = m.OutboxEntry.alias()
         earlier = earlier_entry.select(earlier_entry.id).where(
             (earlier_entry.channel == channel)
-            & (earlier_entry.state == "pending")
+            & earlier_entry.state.in_(_WAITING)
             & (earlier_entry.ticket == m.OutboxEntry.ticket)
             & (earlier_entry.id < m.OutboxEntry.id)
         )
@@ -452,7 +467,7 @@ class PeeweeRepository:
             m.OutboxEntry.select()
             .where(
                 (m.OutboxEntry.channel == channel)
-                & (m.OutboxEntry.state == "pending")
+                & m.OutboxEntry.state.in_(_WAITING)
                 & (m.OutboxEntry.next_attempt_at <= now)
                 & ~fn.EXISTS(earlier)
             )
@@ -487,7 +502,7 @@ class PeeweeRepository:
         ).where(m.OutboxEntry.id == item_id).execute()
 
     def outbox_pending_count(self, channel: str | None = None) -> int:
-        query = m.OutboxEntry.select().where(m.OutboxEntry.state == "pending")
+        query = m.OutboxEntry.select().where(m.OutboxEntry.state.in_(_WAITING))
         if channel is not None:
             query = query.where(m.OutboxEntry.channel == channel)
         return int(query.count())
@@ -495,7 +510,7 @@ class PeeweeRepository:
     def next_outbox_due(self, channel: str) -> datetime | None:
         value = (
             m.OutboxEntry.select(fn.MIN(m.OutboxEntry.next_attempt_at))
-            .where((m.OutboxEntry.channel == channel) & (m.OutboxEntry.state == "pending"))
+            .where((m.OutboxEntry.channel == channel) & m.OutboxEntry.state.in_(_WAITING))
             .scalar()
         )
         if isinstance(value, str):  # SQLite aggregate: no column type to convert with

@@ -3,6 +3,7 @@ what it was asked to post, a mail sender that records or fails, and a clock test
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +39,8 @@ class RecordingGateway:
     name: str = "matrix"
     posts: list[Posted] = field(default_factory=list)
     fail_next: int = 0
+    actions: list[tuple[str, ...]] = field(default_factory=list)
+    pinged: list[tuple[str, ...]] = field(default_factory=list)
     _counter: int = 0
 
     def _maybe_fail(self) -> None:
@@ -67,9 +70,29 @@ class RecordingGateway:
         self._maybe_fail()
         self.posts.append(Posted("update", room, root_ref, ticket, key=key))
 
-    async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
+    async def post_notice(
+        self, room: str, root_ref: str, text: str, key: str, actions: Sequence[str] = ()
+    ) -> None:
         self._maybe_fail()
-        self.posts.append(Posted("notice", room, root_ref, self.posts[0].ticket, text=text))
+        self.posts.append(
+            Posted("notice", room, root_ref, self.posts[0].ticket, text=text, key=key)
+        )
+        self.actions.append(tuple(actions))
+
+    async def post_ping(
+        self, room: str, root_ref: str | None, text: str, users: Sequence[str], key: str
+    ) -> None:
+        self._maybe_fail()
+        self.posts.append(
+            Posted("ping", room, root_ref or "", self.posts[0].ticket, text=text, key=key)
+        )
+        self.pinged.append(tuple(users))
+
+    def link(self, room: str, root_ref: str) -> str:
+        return f"https://chat.example/{room}/{root_ref}"
+
+    def texts(self, kind: str = "notice") -> list[str]:
+        return [p.text for p in self.posts if p.kind == kind]
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from bot.domain import Actor
 from bot.intake import IntakeService
 from bot.mail import Address, InboundEmail
 from bot.outbox import OutboxDispatcher
+from bot.reminders import ReminderService
 from bot.ports import IntakeOutcome, MailKey
 from storage.store import SqlStore
 from tests.fakes import FakeClock, RecordingGateway, RecordingSender
@@ -23,8 +25,11 @@ BOB = Actor("matrix", "@bob:example.org", "Bob")
 MALLORY = Actor("matrix", "@mallory:example.org", "Mallory")
 
 
-def desk_config(tmp_path: Path, storage_url: str | None = None) -> Config:
-    data = {
+def desk_config(
+    tmp_path: Path, storage_url: str | None = None, extra: dict[str, Any] | None = None
+) -> Config:
+    """Two queues on Matrix; ``extra`` adds or replaces top-level sections."""
+    data: dict[str, Any] = {
         "storage": {"url": storage_url or f"sqlite:///{tmp_path}/desk.db"},
         "mail": {"maildir": {"path": "mail"}, "files": {"path": "out"}},
         "matrix": {
@@ -50,7 +55,10 @@ def desk_config(tmp_path: Path, storage_url: str | None = None) -> Config:
             },
         ],
         "outbox": {"retry_seconds": 10, "max_attempts": 3},
+        "tickets": {"undo_seconds": 0},
+        "reminders": {"digest_at": "off"},
     }
+    data.update(extra or {})
     return parse_config(data, tmp_path / "bot.toml", {})
 
 
@@ -67,15 +75,18 @@ def mail(
     references: tuple[str, ...] = (),
     text: str = "Hello,\nmay I use the photo?\nMaria",
     auto_kind: str = "",
+    cc: tuple[str, ...] = (),
+    raw: bytes | None = None,
 ) -> InboundEmail:
     global _counter
     _counter += 1
     return InboundEmail(
-        raw=f"raw {_counter}".encode(),
+        raw=raw or f"raw {_counter}".encode(),
         message_id=message_id or f"<m{_counter}@example.net>",
         subject=subject,
         sender=Address(sender, "Maria"),
         to=(Address(to),),
+        cc=tuple(Address(a) for a in cc),
         in_reply_to=(in_reply_to,) if in_reply_to else (),
         references=references,
         text=text,
@@ -93,6 +104,7 @@ class Desk:
     dispatcher: OutboxDispatcher
     chat: RecordingGateway
     sender: RecordingSender
+    reminders: ReminderService
     _keys: int = 0
 
     async def receive(self, email: InboundEmail) -> IntakeOutcome:
@@ -111,8 +123,10 @@ class Desk:
         return await self.dispatcher.drain_all()
 
 
-async def make_desk(tmp_path: Path, storage_url: str | None = None) -> Desk:
-    config = desk_config(tmp_path, storage_url)
+async def make_desk(
+    tmp_path: Path, storage_url: str | None = None, extra: dict[str, Any] | None = None
+) -> Desk:
+    config = desk_config(tmp_path, storage_url, extra)
     store = await SqlStore.open(config.storage.url)
     clock = FakeClock()
     chat = RecordingGateway()
@@ -120,7 +134,8 @@ async def make_desk(tmp_path: Path, storage_url: str | None = None) -> Desk:
     dispatcher = OutboxDispatcher(config, store, clock, {"matrix": chat}, sender)
     intake = IntakeService(config, store, clock, dispatcher.wake)
     commands = CommandService(config, store, clock, dispatcher.wake)
-    return Desk(config, store, clock, intake, commands, dispatcher, chat, sender)
+    reminders = ReminderService(config, store, clock, dispatcher.wake)
+    return Desk(config, store, clock, intake, commands, dispatcher, chat, sender, reminders)
 
 
 @pytest.fixture

@@ -1,0 +1,193 @@
+"""Writing to the requester and to each other: reply (with templates and undo), note, undo."""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.actions import Action
+from bot.actions.state import touch_owner
+from bot.domain import Article, ArticleKind, SendState, TicketError
+from bot.replies import Variables, compose_reply, render, template_text
+from bot.routing import reply_subject
+
+
+@dataclass(frozen=True)
+class ReplyArgs:
+    text: str
+    force: bool = False
+    template: str | None = None
+
+
+def parse_reply_args(args: str) -> ReplyArgs:
+    """``--force`` and ``--template NAME`` before the text; the text itself is kept as typed."""
+    rest = args.lstrip()
+    force = False
+    template = None
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        rest = rest.lstrip()
+        if flag == "--force":
+            force = True
+        elif flag == "--template":
+            name, _, rest = rest.partition(" ")
+            if not name.strip():
+                raise TicketError("Usage: reply --template NAME [TEXT]; templates lists them.")
+            template = name.strip()
+            rest = rest.lstrip()
+        elif flag.startswith("--template="):
+            template = flag.partition("=")[2]
+        else:
+            raise TicketError(
+                f"Unknown option {shlex.quote(flag)[:40]}; use --force or --template."
+            )
+    return ReplyArgs(rest.strip(), force, template)
+
+
+def variables_for(action: Action) -> Variables:
+    ticket = action.ticket
+    return Variables(
+        requester_name=ticket.requester_name,
+        requester_email=ticket.requester_email,
+        ticket_number=ticket.number,
+        volunteer_name=action.actor.label,
+        queue=action.queue.name,
+        subject=ticket.subject,
+    )
+
+
+def reply(action: Action) -> str:
+    """Store the reply first, then queue it: the email outbox sends it exactly once.
+
+    It waits ``undo_seconds`` before it may go out, with an undo offered in the thread.
+    Replying to a ticket someone else holds needs ``--force`` (collision detection); an
+    unclaimed ticket becomes the replier's.
+    """
+    parsed = parse_reply_args(action.args)
+    ticket = action.ticket
+    queue = action.queue
+    if ticket.state.is_closed and ticket.state.value in ("spam", "merged"):
+        raise TicketError(f"Ticket {ticket.number} is {ticket.state.label}; no mail goes out.")
+    if ticket.owner is not None and ticket.owner != action.actor.user_id and not parsed.force:
+        raise TicketError(
+            f"Ticket {ticket.number} is held by {ticket.owner_label}. Talk to them first, or "
+            "send anyway with reply --force TEXT."
+        )
+    if "undeliverable" in action.repo.sender_marks(ticket.requester_email):
+        action.announce(f"⚠ {ticket.requester_email} bounced before; this reply may not arrive.")
+    language = ticket.language or queue.language
+    variables = variables_for(action)
+    body = parsed.text
+    if parsed.template is not None:
+        text = render(
+            template_text(action.config.templates, parsed.template, language, queue.language),
+            variables,
+        )
+        body = f"{text}\n\n{body}".strip() if body else text
+    if not body:
+        raise TicketError("Usage: reply [NUMBER] [--force] [--template NAME] TEXT")
+    previous = action.repo.last_article_of_kinds(action.ticket_id, [ArticleKind.INBOUND.value])
+    full = compose_reply(
+        body, queue=queue, variables=variables, language=language, previous=previous
+    )
+    references: tuple[str, ...] = ()
+    in_reply_to = ""
+    if previous is not None and previous.message_id:
+        in_reply_to = previous.message_id
+        references = (*previous.references[-20:], previous.message_id)
+    domain = queue.reply_address.rpartition("@")[2]
+    article = action.repo.add_article(
+        Article(
+            id=None,
+            ticket_id=action.ticket_id,
+            kind=ArticleKind.REPLY,
+            author=action.actor.user_id,
+            author_name=action.actor.label,
+            subject=reply_subject(ticket.number, ticket.subject),
+            body=full,
+            created_at=action.now,
+            message_id=f"<ticketbot.{ticket.number}.{uuid.uuid4().hex[:16]}@{domain}>",
+            in_reply_to=in_reply_to,
+            references=references,
+            to=(ticket.requester_email,),
+            send_state=SendState.QUEUED,
+        )
+    )
+    forced = ""
+    if ticket.owner is None:
+        ticket.claim(action.actor, action.now)
+    elif ticket.owner != action.actor.user_id:
+        forced = f" (forced over {ticket.owner_label}'s claim)"
+    touch_owner(action)
+    ticket.mark_answered(action.now)
+    action.repo.save_ticket(ticket)
+    action.audit(
+        f"article {article.id}{forced}"
+        + (f" template {parsed.template}" if parsed.template else "")
+    )
+    delay = action.config.tickets.undo_seconds
+    action.repo.enqueue(
+        "email",
+        "send_reply",
+        action.ticket_id,
+        action.now,
+        article_id=article.id,
+        due_at=action.now + timedelta(seconds=delay),
+    )
+    action.post("post_article", article_id=article.id)
+    if delay > 0:
+        action.announce(
+            f"✉ Reply by {action.actor.label}{forced} goes out in {delay:.0f} s (undo to stop it).",
+            actions=("undo",),
+        )
+    else:
+        action.post("update_ticket")
+    return f"Reply queued for {ticket.requester_email}."
+
+
+def note(action: Action) -> str:
+    text = action.args.strip()
+    if not text:
+        raise TicketError("Usage: note [NUMBER] TEXT")
+    article = action.repo.add_article(
+        Article(
+            id=None,
+            ticket_id=action.ticket_id,
+            kind=ArticleKind.NOTE,
+            author=action.actor.user_id,
+            author_name=action.actor.label,
+            subject="",
+            body=text,
+            created_at=action.now,
+        )
+    )
+    if action.ticket.owner == action.actor.user_id:
+        touch_owner(action)
+        action.repo.save_ticket(action.ticket)
+    action.audit(f"article {article.id}")
+    action.post("post_article", article_id=article.id)
+    return "Note added."
+
+
+def undo(action: Action) -> str:
+    """Withdraw the actor's latest reply on this ticket while it still waits to go out."""
+    waiting = [
+        a
+        for a in action.repo.articles(action.ticket_id)
+        if a.kind is ArticleKind.REPLY
+        and a.send_state is SendState.QUEUED
+        and a.author == action.actor.user_id
+    ]
+    if not waiting:
+        raise TicketError("You have no reply waiting to go out on this ticket.")
+    article = waiting[-1]
+    assert article.id is not None
+    if not action.repo.cancel_send(article.id, action.now):
+        raise TicketError("Too late: the reply is already being sent.")
+    article.send_state = SendState.CANCELLED
+    action.repo.save_article_sending(article)
+    action.audit(f"article {article.id} withdrawn")
+    action.announce(f"↩ Reply withdrawn by {action.actor.label}; it was not sent.")
+    return "Reply withdrawn; it was not sent."

@@ -1,0 +1,110 @@
+"""Reading, not changing: show, search, history, templates, languages.
+
+Results only ever list tickets of queues the asker works in; what they cannot act
+on they cannot read either.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from bot.config import Config
+from bot.domain import Actor, ArticleKind, Ticket, TicketError
+from bot.replies import describe_templates
+from bot.repository import Repository
+from bot.search import PAGE_SIZE, format_results, parse_search
+
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
+
+
+def visible_queues(config: Config, actor: Actor) -> list[str]:
+    return [q.name for q in config.queues if q.may_act(actor)]
+
+
+def show(repo: Repository, ticket: Ticket) -> str:
+    articles = repo.articles(ticket.id or 0)
+    owner = ticket.owner_label or "nobody"
+    state = ticket.state.label
+    if ticket.pending_until is not None:
+        state += f" until {ticket.pending_until:%Y-%m-%d %H:%M} UTC"
+    lines = [
+        f"[Ticket#{ticket.number}] {ticket.subject}",
+        f"Queue {ticket.queue} · {state} · owner: {owner} · priority {ticket.priority}",
+        f"Requester: {ticket.requester_email}"
+        + (f" · language {ticket.language}" if ticket.language else ""),
+    ]
+    if ticket.tags:
+        lines.append("Tags: " + ", ".join(ticket.tags))
+    if ticket.merged_into is not None:
+        lines.append(f"Merged into: {repo.ticket_by_id(ticket.merged_into).number}")
+    if ticket.linked_to is not None:
+        lines.append(f"Continues: {repo.ticket_by_id(ticket.linked_to).number}")
+    lines.append(f"{len(articles)} message(s):")
+    for article in articles:
+        sent = f" [{article.send_state.value}]" if article.send_state else ""
+        held = f" [held, id {article.id}]" if article.held else ""
+        first_line = next((ln for ln in article.body.splitlines() if ln.strip()), "")
+        kind = "auto-reply" if article.kind is ArticleKind.AUTO_REPLY else article.kind.value
+        lines.append(
+            f"- {article.created_at:%Y-%m-%d %H:%M} {kind}{sent}{held} "
+            f"{article.author_name or article.author}: {first_line[:120]}"
+        )
+    history = repo.history(ticket.id or 0)
+    if history:
+        lines.append("History:")
+        for entry in history[-40:]:
+            who = entry.actor_name or entry.actor_id
+            detail = f": {entry.detail}" if entry.detail else ""
+            lines.append(f"- {entry.at:%Y-%m-%d %H:%M} {entry.action} by {who}{detail[:200]}")
+    return "\n".join(lines)
+
+
+def search(config: Config, repo: Repository, actor: Actor, args: str) -> str:
+    query, page = parse_search(args, actor.user_id)
+    queues = visible_queues(config, actor)
+    if not queues:
+        raise TicketError("You are not a volunteer of any queue, so there is nothing to search.")
+    result = repo.search(query, queues, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    return format_results(result, page, PAGE_SIZE, args)
+
+
+def requester_history(config: Config, repo: Repository, actor: Actor, args: str) -> str:
+    address = args.strip().strip("<>").lower()
+    if "@" not in address or " " in address:
+        raise TicketError("Usage: history EMAIL, e.g. history maria@example.net")
+    queues = set(visible_queues(config, actor))
+    tickets = [t for t in repo.tickets_of_requester(address, 200) if t.queue in queues]
+    if not tickets:
+        return f"No tickets from {address} in your queues."
+    lines = [f"{len(tickets)} ticket(s) from {address} (newest first):"]
+    for t in tickets[:30]:
+        lines.append(
+            f"{t.number} · {t.state.label} · {t.queue} · {t.created_at:%Y-%m-%d} · {t.subject[:80]}"
+        )
+    if len(tickets) > 30:
+        lines.append(f"… and {len(tickets) - 30} older.")
+    return "\n".join(lines)
+
+
+def templates(config: Config, actor: Actor) -> str:
+    language = next((q.language for q in config.queues if q.may_act(actor)), "en")
+    if not config.templates:
+        return "No templates yet; an admin adds them under [templates] in bot.toml."
+    return describe_templates(config.templates, language)
+
+
+def languages(repo: Repository, actor: Actor, args: str, now: datetime) -> str:
+    codes = [c.lower().strip(",") for c in args.split() if c.strip(",")]
+    if not codes:
+        have = repo.volunteer_languages(actor.user_id)
+        if not have:
+            return "You have not listed languages yet: languages de en"
+        return "You answer in: " + ", ".join(have)
+    bad = [c for c in codes if not _LANGUAGE.match(c)]
+    if bad:
+        raise TicketError(f"{bad[0][:20]!r} is not a language code (de, en, pt-br, ...).")
+    codes = list(dict.fromkeys(codes))[:20]
+    repo.set_volunteer_languages(actor.user_id, codes, now)
+    repo.audit(now, actor, "volunteer.languages", None, " ".join(codes))
+    return "Noted: you answer in " + ", ".join(codes) + ". Reminders ask you first for these."
