@@ -94,7 +94,7 @@ class App:
                 if self.console is not None:
                     await self.console.run()
                     log.info("end of input: finishing the outbox and stopping")
-                    await self.dispatcher.drain_all()
+                    await self.dispatcher.finish(self.config.tickets.undo_seconds + 5)
                     for task in background:
                         task.cancel()
         finally:

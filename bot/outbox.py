@@ -145,6 +145,18 @@ class OutboxDispatcher:
             if count == 0:
                 return total
 
+    async def finish(self, within: float) -> int:
+        """Carry out what is due, then wait (up to ``within`` seconds) for replies still in
+        their undo window, so a console session that ends does not leave them unsent."""
+        total = await self.drain_all()
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            if await self._store.run(lambda repo: repo.outbox_pending_count()) == 0:
+                break
+            await asyncio.sleep(0.2)
+            total += await self.drain_all()
+        return total
+
     async def _attempt(self, channel: str, item: OutboxItem) -> bool:
         try:
             if channel == EMAIL:
