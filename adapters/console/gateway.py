@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from adapters.console import render
@@ -37,5 +38,17 @@ class ConsoleGateway:
     async def update_ticket(self, room: str, root_ref: str, ticket: TicketView, key: str) -> None:
         self._print(render.update_line(ticket))
 
-    async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
-        self._print(render.notice_line(root_ref, text))
+    async def post_notice(
+        self, room: str, root_ref: str, text: str, key: str, actions: Sequence[str] = ()
+    ) -> None:
+        self._print(render.notice_line(root_ref, text, actions))
+
+    async def post_ping(
+        self, room: str, root_ref: str | None, text: str, users: Sequence[str], key: str
+    ) -> None:
+        """A terminal cannot notify anyone; the line names who the reminder is for."""
+        self._print(render.ping_line(room, root_ref, text, users))
+
+    def link(self, room: str, root_ref: str) -> str:
+        """No links on a terminal: where to look instead."""
+        return render.pointer(room, root_ref)

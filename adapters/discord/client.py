@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import discord
 from discord import app_commands
@@ -26,7 +26,7 @@ from adapters.discord.gateway import DiscordGateway
 from adapters.discord.interactions import CommandExecutor, InteractionHandler
 from adapters.discord.mapping import QueueChannels
 from adapters.discord.reactions import ReactionHandler
-from adapters.discord.views import TicketButtons
+from adapters.discord.views import ActionButtons, TicketButtons, offered_buttons
 from bot.config import DiscordConfig, QueueConfig
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,9 @@ class DiscordAdapter:
         self.client = TicketbotClient(guild_ready_timeout)
         self.tree: app_commands.CommandTree[TicketbotClient] = app_commands.CommandTree(self.client)
         self.interactions = InteractionHandler(commands, self.channels)
-        self.gateway = DiscordGateway(self.client, config.guild_id, self._buttons)
+        self.gateway = DiscordGateway(
+            self.client, config.guild_id, self._buttons, self._action_buttons
+        )
         self.reactions = ReactionHandler(self.client, commands, self.channels, self.gateway)
         self.client.reactions = self.reactions
         self.client.on_setup = self._setup
@@ -179,9 +181,15 @@ class DiscordAdapter:
     def _buttons(self) -> discord.ui.View:
         return TicketButtons(self.interactions)
 
+    def _action_buttons(self, actions: Sequence[str]) -> discord.ui.View | None:
+        offered = offered_buttons(actions)
+        return ActionButtons(self.interactions, offered) if offered else None
+
     async def _setup(self) -> None:
-        """At login: the buttons of every root message, also those posted before a restart."""
+        """At login: the buttons of every root message and notice, also those posted
+        before a restart."""
         self.client.add_view(TicketButtons(self.interactions))
+        self.client.add_view(ActionButtons(self.interactions))
 
     async def _wait_until_ready(self, connection: asyncio.Task[None]) -> None:
         ready = asyncio.ensure_future(self.client.wait_until_ready())

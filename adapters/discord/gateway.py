@@ -1,4 +1,8 @@
-"""The outbox's view of Discord: post a ticket, its articles, edits and notices.
+"""The outbox's view of Discord: post a ticket, its articles, edits, notices and pings.
+
+Nothing the bot posts pings anyone (``AllowedMentions.none()``), except a ping
+(:meth:`DiscordGateway.post_ping`), whose ``allowed_mentions`` names exactly the
+users it is for.
 
 Errors are not caught here: a ``discord.HTTPException`` (or ``NotFound``,
 ``Forbidden``) reaches the outbox, which counts the attempt as failed and retries
@@ -29,7 +33,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import discord
 
@@ -37,6 +41,7 @@ from adapters.discord.render import (
     OutMessage,
     article_messages,
     notice_messages,
+    ping_messages,
     thread_name,
     ticket_embed,
 )
@@ -93,8 +98,9 @@ class DiscordGateway:
     ``room`` arguments are queue channel ids (as strings, the way
     :meth:`QueueConfig.bindings` gives them); ``root_ref`` is the root message's id,
     which is also the id of the ticket's thread. ``buttons`` makes the view sent
-    under each root message; the adapter registers the same view as persistent at
-    start, which is what answers the clicks.
+    under each root message, ``action_buttons`` the one under a notice offering
+    actions (Undo); the adapter registers views with the same buttons as persistent
+    at start, which is what answers the clicks.
     """
 
     name = "discord"
@@ -104,10 +110,12 @@ class DiscordGateway:
         client: discord.Client,
         guild_id: int,
         buttons: Callable[[], discord.ui.View],
+        action_buttons: Callable[[Sequence[str]], discord.ui.View | None] | None = None,
     ) -> None:
         self._client = client
         self._guild_id = guild_id
         self._buttons = buttons
+        self._action_buttons = action_buttons
         self._tickets: _Memo[str, _TicketProgress] = _Memo(REMEMBERED_KEYS)
         self._parts_sent: _Memo[str, int] = _Memo(REMEMBERED_KEYS)
 
@@ -149,13 +157,44 @@ class DiscordGateway:
         channel = self._client.get_partial_messageable(
             int(room), guild_id=self._guild_id, type=discord.ChannelType.text
         )
+        message = channel.get_partial_message(int(root_ref))
+        if ticket.moved_to:
+            # the ticket lives on elsewhere: its old root offers nothing to click
+            await message.edit(embed=ticket_embed(ticket), view=None, allowed_mentions=NO_MENTIONS)
+            return
         # No ``view``: the buttons stay as they are.
-        await channel.get_partial_message(int(root_ref)).edit(
-            embed=ticket_embed(ticket), allowed_mentions=NO_MENTIONS
-        )
+        await message.edit(embed=ticket_embed(ticket), allowed_mentions=NO_MENTIONS)
 
-    async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
-        await self._send_all(int(root_ref), notice_messages(text), key)
+    async def post_notice(
+        self, room: str, root_ref: str, text: str, key: str, actions: Sequence[str] = ()
+    ) -> None:
+        """A line in the ticket's thread; ``actions`` become buttons under it (Undo)."""
+        view = self._action_buttons(actions) if actions and self._action_buttons else None
+        await self._send_all(int(root_ref), notice_messages(text), key, view=view)
+
+    async def post_ping(
+        self, room: str, root_ref: str | None, text: str, users: Sequence[str], key: str
+    ) -> None:
+        """A reminder in the ticket's thread (or the queue channel) pinging only ``users``.
+
+        ``discord:123`` becomes ``<@123>``; other platforms' ids are left out. The
+        message's ``allowed_mentions`` names exactly these users: no roles, no
+        ``@everyone``, whatever the text says (and it is escaped anyway).
+        """
+        ids = discord_user_ids(users)
+        mentions = discord.AllowedMentions(
+            everyone=False,
+            users=[discord.Object(user) for user in ids],
+            roles=False,
+            replied_user=False,
+        )
+        target = int(root_ref) if root_ref is not None else int(room)
+        messages = ping_messages(text, ids)
+        await self._send_all(target, messages, key, mentions=mentions if ids else None)
+
+    def link(self, room: str, root_ref: str) -> str:
+        """A link to the ticket's thread (its id is the root message's)."""
+        return f"https://discord.com/channels/{self._guild_id}/{root_ref}"
 
     # --- for the adapter ------------------------------------------------------------------
 
@@ -186,30 +225,71 @@ class DiscordGateway:
                 raise
             log.info("discord: thread of ticket %s already existed", ticket.number)
 
-    async def _send_all(self, thread_id: int, messages: Sequence[OutMessage], key: str) -> None:
-        """Send the parts in order; a retry starts after the last part that went through."""
-        done = self._parts_sent.get(key) or 0
-        for index in range(done, len(messages)):
-            await self._send(thread_id, messages[index], nonce(key, str(index)))
-            self._parts_sent.put(key, index + 1)
+    async def _send_all(
+        self,
+        thread_id: int,
+        messages: Sequence[OutMessage],
+        key: str,
+        *,
+        view: discord.ui.View | None = None,
+        mentions: discord.AllowedMentions | None = None,
+    ) -> None:
+        """Send the parts in order; a retry starts after the last part that went through.
 
-    async def _send(self, channel_id: int, message: OutMessage, nonce: str) -> None:
-        """One message into a channel or thread: never a ping, never a link preview."""
+        ``view`` (buttons) goes under the last part; ``mentions`` applies to the first
+        part, the only one a ping's mentions are in; every other part pings nobody.
+        """
+        done = self._parts_sent.get(key) or 0
+        last = len(messages) - 1
+        try:
+            for index in range(done, len(messages)):
+                await self._send(
+                    thread_id,
+                    messages[index],
+                    nonce(key, str(index)),
+                    view=view if index == last else None,
+                    mentions=mentions if index == 0 else None,
+                )
+                self._parts_sent.put(key, index + 1)
+        finally:
+            if view is not None:
+                # as for the root: the persistent view registered at start answers clicks
+                view.stop()
+
+    async def _send(
+        self,
+        channel_id: int,
+        message: OutMessage,
+        nonce: str,
+        *,
+        view: discord.ui.View | None = None,
+        mentions: discord.AllowedMentions | None = None,
+    ) -> None:
+        """One message into a channel or thread: never a link preview, and no ping unless
+        ``mentions`` names someone (a reminder)."""
         channel = self._client.get_partial_messageable(channel_id, guild_id=self._guild_id)
         content = cap(message.content)
-        if not message.uploads:
-            await channel.send(
-                content, allowed_mentions=NO_MENTIONS, suppress_embeds=True, nonce=nonce
-            )
-            return
-        files = [discord.File(io.BytesIO(u.data), filename=u.filename) for u in message.uploads]
+        allowed = mentions if mentions is not None else NO_MENTIONS
+        extra: dict[str, Any] = {}
+        if message.uploads:
+            extra["files"] = [
+                discord.File(io.BytesIO(u.data), filename=u.filename) for u in message.uploads
+            ]
+        if view is not None:
+            extra["view"] = view
         await channel.send(
-            content,
-            files=files,
-            allowed_mentions=NO_MENTIONS,
-            suppress_embeds=True,
-            nonce=nonce,
+            content, allowed_mentions=allowed, suppress_embeds=True, nonce=nonce, **extra
         )
+
+
+def discord_user_ids(users: Sequence[str]) -> list[int]:
+    """The Discord users among the core's user ids (``discord:123`` -> 123), once each."""
+    ids: list[int] = []
+    for user in users:
+        platform, _, number = user.partition(":")
+        if platform == "discord" and number.isascii() and number.isdigit() and len(number) < 21:
+            ids.append(int(number))
+    return list(dict.fromkeys(ids))
 
 
 def nonce(key: str, part: str) -> str:

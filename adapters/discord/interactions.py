@@ -84,11 +84,15 @@ class InteractionHandler:
         self._channels = channels
 
     async def on_slash(
-        self, interaction: discord.Interaction[Any], name: str, number: str | None
+        self,
+        interaction: discord.Interaction[Any],
+        name: str,
+        number: str | None,
+        args: str | None = None,
     ) -> None:
         person, place = person_of(interaction.user), place_of(interaction)
         try:
-            request = request_from_slash(name, number, "", person, place, self._channels)
+            request = request_from_slash(name, number, "", person, place, self._channels, args=args)
         except BadNumber as exc:
             await self._refuse_at_once(interaction, str(exc))
             return

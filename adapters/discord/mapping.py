@@ -14,6 +14,7 @@ rules can be tested without a client or a gateway connection:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ PLATFORM = "discord"
 BUTTON_PREFIX = "ticketbot:"
 #: The buttons under every root message, in order: custom id suffix -> label.
 BUTTONS: dict[str, str] = {"claim": "Claim", "reply": "Reply", "note": "Note", "close": "Close"}
+#: Buttons a notice may offer (``actions`` of ``post_notice``), beyond those of the root:
+#: commands that need nothing more than the ticket, which the thread gives.
+ACTION_BUTTONS: dict[str, str] = {
+    name: name.capitalize()
+    for name, spec in COMMANDS.items()
+    if spec.needs_ticket and not spec.needs_text and not spec.takes_args and name not in BUTTONS
+}
 #: Commands that need a text, which a modal asks for.
 TEXT_COMMANDS = frozenset(name for name, spec in COMMANDS.items() if spec.needs_text)
 
@@ -133,18 +141,30 @@ def request_from_slash(
     person: Person,
     place: Place,
     channels: QueueChannels,
+    args: str | None = None,
 ) -> CommandRequest:
-    """A slash command (or the modal it opened): ``/claim number:2026…`` and the like."""
-    args = args_for(normalise_number(number), text)
-    return CommandRequest(actor_for(person), name, args, context_for(place, channels))
+    """A slash command (or the modal it opened): ``/claim number:2026…``, ``/pending
+    args:3d``, ``/search args:state:open``: the number first, then ``args``, then the text.
+
+    ``merge`` takes the other ticket's number in ``args``; it is normalised like
+    ``number`` (``#2026…`` works) when it is one.
+    """
+    extra = (args or "").strip()
+    if name == "merge" and extra:
+        with contextlib.suppress(BadNumber):
+            extra = normalise_number(extra) or extra
+    line = args_for(normalise_number(number), extra)
+    context = context_for(place, channels)
+    return CommandRequest(actor_for(person), name, args_for(line, text), context)
 
 
 def button_action(custom_id: str) -> str | None:
-    """``ticketbot:claim`` -> ``claim``; None for buttons that are not ours."""
+    """``ticketbot:claim`` -> ``claim``, ``ticketbot:undo`` -> ``undo``; None for buttons
+    that are not ours."""
     if not custom_id.startswith(BUTTON_PREFIX):
         return None
     action = custom_id[len(BUTTON_PREFIX) :]
-    return action if action in BUTTONS else None
+    return action if action in BUTTONS or action in ACTION_BUTTONS else None
 
 
 def request_from_button(

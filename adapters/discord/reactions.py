@@ -1,4 +1,4 @@
-"""Reactions as commands: ✋ on a ticket claims it, ✅ closes it.
+"""Reactions as commands: ✋ on a ticket claims it, ✅ closes it, ↩️ undoes a waiting reply.
 
 Raw reaction events are used because they arrive for every message, also ones
 the client never cached (a ticket posted before the last restart). A reaction has
@@ -34,7 +34,7 @@ _PLACES_REMEMBERED = 1000
 
 
 class ReactionHandler:
-    """Turns ✋/✅ in queue channels and ticket threads into claim/close."""
+    """Turns ✋/✅/↩️ in queue channels and ticket threads into claim/close/undo."""
 
     def __init__(
         self,

@@ -10,7 +10,8 @@ would retry such a post forever; so every piece is measured before it is sent:
   :data:`UPLOAD_LIMIT` (Discord's smallest per-request limit for bots).
 
 Every piece of email text goes through :func:`adapters.discord.text.escape` (or
-:func:`~adapters.discord.text.fit`); only the bold headings and labels are ours.
+:func:`~adapters.discord.text.fit`); only the bold headings and labels are ours, and
+the ``<@id>`` mentions a ping (:func:`ping_messages`) starts with.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 
 import discord
 
@@ -33,6 +34,7 @@ from adapters.discord.text import (
 )
 from bot.chat import ArticleView, TicketView
 from bot.commands import CommandResult
+from bot.domain import DEFAULT_PRIORITY
 from bot.mail import AttachmentData
 
 TITLE_LIMIT = 256
@@ -55,7 +57,22 @@ ATTACHMENTS_LISTED = 25
 #: Preview lines in the root embed; the core already cuts each to 200 characters.
 PREVIEW_LINES = 12
 
-STATE_COLOURS = {"new": 0xE67E22, "open": 0x3498DB, "closed": 0x95A5A6}
+_GREY, _AMBER = 0x95A5A6, 0xF1C40F
+STATE_COLOURS = {
+    "new": 0xE67E22,
+    "open": 0x3498DB,
+    "pending_reminder": _AMBER,
+    "pending_autoclose": _AMBER,
+    "closed_successful": _GREY,
+    "closed_unsuccessful": _GREY,
+    "merged": _GREY,
+    "spam": 0x23272A,
+}
+#: The old root of a moved (or merged) ticket.
+MOVED_COLOUR = _GREY
+#: Most users one ping names (each ``<@id>`` is at most 23 characters).
+MAX_PINGED = 50
+PING_MARK = "🔔"
 _WIDEST_LABEL = " (part 99/99)"
 
 
@@ -85,17 +102,29 @@ def ticket_embed(ticket: TicketView) -> discord.Embed:
     created = ticket.created_at
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
+    if ticket.moved_to:
+        return _moved_embed(ticket, title, created)
     embed = discord.Embed(
         title=title,
         colour=STATE_COLOURS.get(ticket.state, 0x5865F2),
         timestamp=created,
     )
-    fields = (
-        ("State", escape(ticket.state), True),
-        ("Owner", fit(one_line(ticket.owner), HEADER_CHARS) if ticket.owner else "unclaimed", True),
+    owner = fit(one_line(ticket.owner), HEADER_CHARS) if ticket.owner else "unclaimed"
+    fields = [
+        ("State", fit(one_line(ticket.state_label), HEADER_CHARS), True),
+        ("Owner", owner, True),
         ("Queue", fit(one_line(ticket.queue), HEADER_CHARS), True),
-        ("Requester", fit(one_line(ticket.requester), FIELD_LIMIT), False),
-    )
+    ]
+    if ticket.priority != DEFAULT_PRIORITY:
+        fields.append(("Priority", f"{ticket.priority} (5 is most urgent)", True))
+    if ticket.pending_until is not None and ticket.state.startswith("pending"):
+        stamp = int(_utc(ticket.pending_until).timestamp())
+        fields.append(("Pending", f"<t:{stamp}:f> (<t:{stamp}:R>)", True))
+    if ticket.language:
+        fields.append(("Language", fit(one_line(ticket.language), HEADER_CHARS), True))
+    if ticket.tags:
+        fields.append(("Tags", fit(one_line(", ".join(ticket.tags)), HEADER_CHARS), True))
+    fields.append(("Requester", fit(one_line(ticket.requester), FIELD_LIMIT), False))
     for name, value, inline in fields:
         embed.add_field(name=name, value=value or "—", inline=inline)
     footer = "Buttons below, or react ✋ to claim and ✅ to close. Details in the thread."
@@ -106,6 +135,19 @@ def ticket_embed(ticket: TicketView) -> discord.Embed:
     if lines and room > 0:
         embed.description = fit("\n".join(lines), room)
     return embed
+
+
+def _moved_embed(ticket: TicketView, title: str, created: datetime) -> discord.Embed:
+    """The old root of a moved or merged ticket: where it is now, and nothing to click."""
+    embed = discord.Embed(title=title, colour=MOVED_COLOUR, timestamp=created)
+    moved = fit(one_line(f"moved · now {ticket.moved_to}"), FIELD_LIMIT)
+    embed.add_field(name="State", value=moved, inline=False)
+    embed.set_footer(text="This ticket lives on elsewhere; its thread here is history.")
+    return embed
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def embed_size(embed: discord.Embed) -> int:
@@ -160,6 +202,24 @@ def notice_messages(text: str) -> list[OutMessage]:
     if len(parts) == 1:
         return [OutMessage("\n".join(parts[0]))]
     return _label("-#", parts)
+
+
+def ping_messages(text: str, user_ids: Sequence[int]) -> list[OutMessage]:
+    """A reminder that mentions ``user_ids``: ``🔔 <@1> <@2>`` then the text, escaped.
+
+    The mentions are ours and are the only thing that can ping (the sender passes an
+    ``AllowedMentions`` naming exactly these users); the text is escaped like a
+    notice. A text too long for one message continues in parts mentioning nobody.
+    """
+    ids = list(dict.fromkeys(user_ids))[:MAX_PINGED]
+    if not ids:
+        return notice_messages(f"{PING_MARK} {text}")
+    mentions = f"{PING_MARK} " + " ".join(f"<@{user}>" for user in ids)
+    parts = _pack((), _body_lines(text), (), _line_budget(f"{mentions}\n-#"))
+    if len(parts) == 1:
+        return [OutMessage(f"{mentions}\n" + "\n".join(parts[0]))]
+    labelled = _label("-#", parts)
+    return [OutMessage(f"{mentions}\n{labelled[0].content}"), *labelled[1:]]
 
 
 def answer_chunks(text: str) -> list[str]:

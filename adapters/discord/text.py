@@ -4,7 +4,8 @@ Everything a ticket shows came from an email, so anyone on the internet chooses 
 In Discord that text must not:
 
 * ping anyone: ``@everyone``, ``@here``, ``<@id>``, ``<@&id>`` (every send also passes
-  ``AllowedMentions.none()``; escaping keeps the text from even *looking* like a ping);
+  ``AllowedMentions.none()``, or for a reminder one naming only the volunteers it is
+  for; escaping keeps the text from even *looking* like a ping);
 * render as markup: bold, headings, quotes, code blocks, spoilers (``||hidden||``);
 * forge a masked link ``[your bank](https://evil)``: brackets are escaped, so the real
   address is always what is shown;

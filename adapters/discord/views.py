@@ -1,9 +1,11 @@
-"""The buttons under every root message, and the text box that Reply and Note open.
+"""The buttons under every root message and under notices (Undo), and the text box that
+Reply and Note open.
 
-The buttons are a *persistent* view: no timeout and fixed custom ids
-(``ticketbot:claim``, ...). The adapter registers one instance at start, so clicks
-on messages posted long ago, before any restart, still arrive. The view holds no
-ticket state: the clicked message is the ticket.
+The buttons are *persistent* views: no timeout and fixed custom ids
+(``ticketbot:claim``, ``ticketbot:undo``, ...). The adapter registers one instance of
+each view at start, so clicks on messages posted long ago, before any restart, still
+arrive. The views hold no ticket state: the clicked root message, or the thread the
+clicked notice is in, is the ticket.
 
 A modal is shown to one user for one ticket, so it remembers what it is for (the
 command, the ticket number if one was given, where it was opened) until submitted.
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import discord
 
-from adapters.discord.mapping import BUTTON_PREFIX, BUTTONS
+from adapters.discord.mapping import ACTION_BUTTONS, BUTTON_PREFIX, BUTTONS
 from bot.commands import CommandRequest
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,9 @@ _STYLES = {
     "reply": discord.ButtonStyle.success,
     "note": discord.ButtonStyle.secondary,
     "close": discord.ButtonStyle.danger,
+    "undo": discord.ButtonStyle.danger,
 }
-_EMOJI = {"claim": "✋", "reply": "↩️", "note": "📝", "close": "✅"}
+_EMOJI = {"claim": "✋", "reply": "↩️", "note": "📝", "close": "✅", "undo": "🛑"}
 
 
 class Actions(Protocol):
@@ -48,7 +52,7 @@ class Actions(Protocol):
     async def on_modal(self, interaction: discord.Interaction[Any], modal: TextModal) -> None: ...
 
 
-class _TicketButton(discord.ui.Button["TicketButtons"]):
+class _TicketButton(discord.ui.Button[discord.ui.View]):
     def __init__(self, action: str, label: str, actions: Actions) -> None:
         super().__init__(
             label=label,
@@ -77,6 +81,31 @@ class TicketButtons(discord.ui.View):
         log.error("discord: button %s failed", getattr(item, "custom_id", "?"), exc_info=error)
 
 
+class ActionButtons(discord.ui.View):
+    """Undo and the other one-click commands a notice in a ticket's thread may offer.
+
+    Registered as persistent at start, with one button per :data:`ACTION_BUTTONS`
+    entry, so a click on any notice's button arrives whatever the notice showed.
+    """
+
+    def __init__(self, actions: Actions, offered: Sequence[str] | None = None) -> None:
+        super().__init__(timeout=None)
+        for action in ACTION_BUTTONS if offered is None else offered:
+            label = BUTTONS.get(action) or ACTION_BUTTONS[action]
+            self.add_item(_TicketButton(action, label, actions))
+
+    async def on_error(
+        self, interaction: discord.Interaction[Any], error: Exception, item: discord.ui.Item[Any]
+    ) -> None:
+        log.error("discord: button %s failed", getattr(item, "custom_id", "?"), exc_info=error)
+
+
+def offered_buttons(actions: Sequence[str]) -> list[str]:
+    """The ``actions`` of a notice that have a button, once each (at most 5: one row)."""
+    known = [a for a in dict.fromkeys(actions) if a in BUTTONS or a in ACTION_BUTTONS]
+    return known[:5]
+
+
 class TextModal(discord.ui.Modal):
     """Asks for the text of a reply or note; its submit carries out ``template`` with it.
 
@@ -96,7 +125,8 @@ class TextModal(discord.ui.Modal):
         self.number = number
         self._actions = actions
         if template.name == "reply":
-            label, hint = "Reply (emailed to the requester)", "Write the email's text"
+            label = "Reply (emailed to the requester)"
+            hint = "The email's text; may start with --template NAME or --force"
         else:
             label, hint = "Internal note (never emailed)", "Only volunteers see this"
         self.text: discord.ui.TextInput[TextModal]

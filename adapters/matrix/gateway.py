@@ -1,4 +1,4 @@
-"""The outbox's view of Matrix: post a ticket, its articles, edits and notices.
+"""The outbox's view of Matrix: post a ticket, its articles, edits, notices and pings.
 
 Every send uses the outbox item's ``key`` (plus a suffix per message) as the Matrix
 transaction id. When a post is retried after a timeout whose request did reach the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 
 import nio
 
@@ -21,14 +22,21 @@ from adapters.matrix.render import (
     Content,
     article_contents,
     notice_contents,
+    permalink,
+    ping_contents,
     thread_relation,
     ticket_content,
     ticket_edit_content,
 )
 from adapters.matrix.rooms import MatrixError, RoomDirectory, describe
 from bot.chat import ArticleView, TicketView
+from bot.commands import REACTIONS
 
 log = logging.getLogger(__name__)
+
+#: Actions offered under a notice that a reaction gives too: the bot adds that reaction
+#: to the notice, so clicking it is enough.
+ACTION_REACTIONS = {name: emoji for emoji, name in REACTIONS.items() if name == "undo"}
 
 
 class MatrixGateway:
@@ -43,6 +51,10 @@ class MatrixGateway:
     def __init__(self, client: nio.AsyncClient, rooms: RoomDirectory | None = None) -> None:
         self._client = client
         self.rooms = rooms or RoomDirectory(client)
+
+    @property
+    def client(self) -> nio.AsyncClient:
+        return self._client
 
     async def post_ticket(
         self, room: str, ticket: TicketView, first: ArticleView | None, key: str
@@ -63,9 +75,42 @@ class MatrixGateway:
         room_id = await self.rooms.resolve(room)
         await self.send(room_id, ticket_edit_content(root_ref, ticket), f"{key}:edit")
 
-    async def post_notice(self, room: str, root_ref: str, text: str, key: str) -> None:
+    async def post_notice(
+        self, room: str, root_ref: str, text: str, key: str, actions: Sequence[str] = ()
+    ) -> None:
+        """The notice; with ``undo`` among ``actions`` the bot also reacts ↩️ on it, so a
+        volunteer can click that reaction instead of typing ``!undo`` in the thread."""
         room_id = await self.rooms.resolve(room)
-        await self._send_all(room_id, notice_contents(text, thread_relation(root_ref)), key)
+        contents = notice_contents(text, thread_relation(root_ref), actions)
+        last = await self._send_all(room_id, contents, key)
+        for action in dict.fromkeys(a for a in actions if a in ACTION_REACTIONS):
+            await self.react(room_id, last, ACTION_REACTIONS[action], f"{key}:react:{action}")
+
+    async def post_ping(
+        self, room: str, root_ref: str | None, text: str, users: Sequence[str], key: str
+    ) -> None:
+        """A reminder in the ticket's thread (or the room) that notifies exactly ``users``.
+
+        Ids of other platforms (``discord:1``) are left out; see
+        :func:`adapters.matrix.render.ping_contents`.
+        """
+        room_id = await self.rooms.resolve(room)
+        relation = thread_relation(root_ref) if root_ref is not None else None
+        await self._send_all(room_id, ping_contents(text, users, relation), key)
+
+    def link(self, room: str, root_ref: str) -> str:
+        """A matrix.to permalink to the ticket's root message."""
+        room_id = self.rooms.cached(room)
+        server = (self._client.user_id or "").partition(":")[2]
+        return permalink(room_id, root_ref, server if room_id.startswith("!") else "")
+
+    async def react(self, room_id: str, event_id: str, key: str, txn_id: str) -> str:
+        """Annotate ``event_id`` with the reaction ``key``; return the reaction's event id."""
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        resp = await self._client.room_send(room_id, "m.reaction", content, tx_id=txn_id)
+        if not isinstance(resp, nio.RoomSendResponse):
+            raise MatrixError(f"reacting in {room_id} failed: {describe(resp)}")
+        return str(resp.event_id)
 
     async def send(self, room_id: str, content: Content, txn_id: str | None = None) -> str:
         """Send one ``m.room.message``; return its event id or raise :class:`MatrixError`.
@@ -80,7 +125,12 @@ class MatrixGateway:
             raise MatrixError(f"sending to {room_id} failed: {describe(resp)}")
         return str(resp.event_id)
 
-    async def _send_all(self, room_id: str, contents: list[Content], key: str) -> None:
-        """Send the parts of one article or notice in order, ``key:1``, ``key:2``, ..."""
+    async def _send_all(self, room_id: str, contents: list[Content], key: str) -> str:
+        """Send the parts of one article or notice in order, ``key:1``, ``key:2``, ...
+
+        Returns the last part's event id.
+        """
+        last = ""
         for index, content in enumerate(contents, start=1):
-            await self.send(room_id, content, f"{key}:{index}")
+            last = await self.send(room_id, content, f"{key}:{index}")
+        return last

@@ -76,9 +76,7 @@ class CommandHandler:
         name = reaction_command(event.key)
         if name is None:
             return
-        where = Where(event.reacts_to, True)
-        request = self._request(room, event.sender, name, "", where)
-        self._spawn(self._run(room.room_id, request, where, event.reacts_to))
+        self._spawn(self._react(room, event.sender, name, event.reacts_to))
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -117,6 +115,26 @@ class CommandHandler:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("matrix command failed", exc_info=task.exception())
+
+    async def _react(self, room: nio.MatrixRoom, sender: str, name: str, reacts_to: str) -> None:
+        """A reaction on a root message, or on any message in a ticket's thread (a notice
+        offering ↩️ undo, say): the thread's root is the ticket."""
+        where = Where(await self._thread_root(room.room_id, reacts_to), True)
+        request = self._request(room, sender, name, "", where)
+        await self._run(room.room_id, request, where, reacts_to)
+
+    async def _thread_root(self, room_id: str, event_id: str) -> str:
+        """The root of the thread ``event_id`` is in; ``event_id`` itself when in none."""
+        resp = await self._gateway.client.room_get_event(room_id, event_id)
+        if not isinstance(resp, nio.RoomGetEventResponse):
+            log.debug("matrix: cannot fetch %s: %s", event_id, resp)
+            return event_id
+        relates = resp.event.source.get("content", {}).get("m.relates_to")
+        if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
+            root = relates.get("event_id")
+            if isinstance(root, str):
+                return root
+        return event_id
 
     async def _run(self, room_id: str, request: CommandRequest, where: Where, anchor: str) -> None:
         """Carry out one command and answer unless the ticket's thread already shows it."""

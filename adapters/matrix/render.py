@@ -7,11 +7,17 @@ Pure functions, so the safety rules can be tested without a homeserver:
   that still apply the legacy body-matching push rules;
 * ``formatted_body`` only contains tags we write ourselves (``p``, ``b``, ``i``,
   ``br``, ``blockquote``), and every piece of email text inside it is escaped;
+* the one exception is a ping (:func:`ping_contents`): the bot's own reminder names
+  the volunteers it is for in ``m.mentions`` and as pills, and nobody else;
 * a long article or notice becomes several messages, each within the event limit.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import re
+import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +44,7 @@ FIELD_LIMIT = 300
 PREVIEW_LINES = 12
 PREVIEW_CHARS = 200
 ATTACHMENTS_SHOWN = 50
+_NOTHING = Budget(0, 0)
 #: Widest label a part can carry, used when reserving room for it.
 _WIDEST_LABEL = "(part 99999/99999)"
 
@@ -123,16 +130,116 @@ def article_contents(article: ArticleView, relates_to: Content | None) -> list[C
     return _parts("m.text", heading, lines, relates_to)
 
 
-def notice_contents(text: str, relates_to: Content | None) -> list[Content]:
-    """A line (or, for ``show``, a page) from the bot, as ``m.notice`` messages."""
-    lines = [Line(line) for line in safe(text).strip("\n").split("\n")]
+def notice_contents(
+    text: str, relates_to: Content | None, actions: Sequence[str] = ()
+) -> list[Content]:
+    """A line (or, for ``show``, a page) from the bot, as ``m.notice`` messages.
+
+    ``actions`` (commands offered right there, such as ``undo``) add a line saying how
+    to give them: Matrix has no buttons.
+    """
+    lines = _lines(text)
+    hint = action_hint(actions)
+    if hint:
+        lines.append(Line(hint, "i"))
     return _parts("m.notice", None, lines, relates_to)
 
 
+_ACTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: How an action offered under a notice is given in Matrix, by command name.
+_ACTION_HINTS = {"undo": "send !undo in this thread, or react ↩️ to this message, to stop it"}
+
+
+def action_hint(actions: Sequence[str]) -> str:
+    """``(send !undo in this thread, or react ↩️ to this message, to stop it)``; "" without
+    actions."""
+    hints = [
+        _ACTION_HINTS.get(name, f"send !{name} in this thread")
+        for name in dict.fromkeys(actions)
+        if _ACTION_NAME.match(name)
+    ]
+    return f"({'; '.join(hints)})" if hints else ""
+
+
+# --- pings ----------------------------------------------------------------------------------
+
+#: A Matrix user id: ``@localpart:server`` (historical localparts allow most printable ASCII).
+_USER_ID = re.compile(
+    r"^@[\x21-\x39\x3b-\x7e]+:(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$"
+)
+#: Most users one ping names; a reminder is for a few volunteers, not a crowd.
+MAX_PINGED = 50
+PING_MARK = "🔔"
+
+
+def matrix_user_ids(users: Sequence[str]) -> list[str]:
+    """The Matrix ids among the core's user ids, once each, in order (``discord:1`` is not)."""
+    ids = [user for user in dict.fromkeys(users) if len(user) <= 255 and _USER_ID.match(user)]
+    return ids[:MAX_PINGED]
+
+
+def user_pill(user_id: str) -> str:
+    """A mention pill: ``<a href="https://matrix.to/#/@u:s">@u:s</a>``."""
+    href = "https://matrix.to/#/" + urllib.parse.quote(user_id, safe="@:[]")
+    return f'<a href="{html.escape(href, quote=True)}">{html.escape(user_id, quote=True)}</a>'
+
+
+def ping_contents(text: str, users: Sequence[str], relates_to: Content | None) -> list[Content]:
+    """A reminder from the bot that notifies exactly the Matrix users among ``users``.
+
+    ``m.text``, not ``m.notice``: the default push rules never notify for notices. The
+    first message names the users in ``m.mentions`` and as pills on its first line;
+    the text itself is escaped and defanged like every other text, so it can ping
+    nobody, and ``@room`` is never used. A text too long for one message continues in
+    parts that mention nobody.
+    """
+    ids = matrix_user_ids(users)
+    if not ids:
+        return _parts("m.text", None, [Line(PING_MARK), *_lines(text)], relates_to)
+    plain = f"{PING_MARK} " + ", ".join(ids)
+    formatted = f"{PING_MARK} " + ", ".join(user_pill(user) for user in ids)
+    reserve = Budget(
+        utf8_len(plain) + 1,
+        json_len(plain)
+        + 2
+        + json_len(formatted)
+        + len("<br>")
+        + utf8_len(json.dumps({"user_ids": ids}, ensure_ascii=False)),
+    )
+    contents = _parts("m.text", None, _lines(text), relates_to, reserve)
+    first = contents[0]
+    first["body"] = f"{plain}\n{first['body']}"
+    first["formatted_body"] = f"{formatted}<br>{first['formatted_body']}"
+    first["m.mentions"] = {"user_ids": ids}
+    return contents
+
+
+def _lines(text: str) -> list[Line]:
+    return [Line(line) for line in safe(text).strip("\n").split("\n")]
+
+
+def permalink(room: str, event_id: str, via: str = "") -> str:
+    """``https://matrix.to/#/!room:server/$event`` (the ids URL-quoted, as the spec shows)."""
+    link = (
+        "https://matrix.to/#/"
+        + urllib.parse.quote(room, safe="!")
+        + "/"
+        + urllib.parse.quote(event_id, safe="$")
+    )
+    return f"{link}?via={urllib.parse.quote(via, safe='')}" if via else link
+
+
 def _parts(
-    msgtype: str, heading: str | None, lines: Sequence[Line], relates_to: Content | None
+    msgtype: str,
+    heading: str | None,
+    lines: Sequence[Line],
+    relates_to: Content | None,
+    reserve: Budget = _NOTHING,
 ) -> list[Content]:
-    """Render ``lines`` under ``heading`` as few messages as the size limits allow."""
+    """Render ``lines`` under ``heading`` as few messages as the size limits allow.
+
+    ``reserve`` is room kept free in every message for what the caller adds to one.
+    """
 
     def build(header: tuple[str, str] | None, chunk: Sequence[Line]) -> Content:
         plain, formatted = join_plain(chunk), join_html(chunk)
@@ -144,7 +251,7 @@ def _parts(
             content["m.relates_to"] = relates_to
         return content
 
-    limit = Budget(MAX_BODY_BYTES, MAX_CONTENT_BYTES - content_len(build(None, [])))
+    limit = Budget(MAX_BODY_BYTES, MAX_CONTENT_BYTES - content_len(build(None, []))).minus(reserve)
     whole = _header_cost(heading, None)
     for line in lines:
         cost = line_cost(line)

@@ -39,6 +39,10 @@ class RoomDirectory:
         log.info("room alias %s is %s", room, resp.room_id)
         return str(resp.room_id)
 
+    def cached(self, room: str) -> str:
+        """The room id when known without asking the server, else ``room`` as given."""
+        return self._ids.get(room, room)
+
 
 def describe(resp: object) -> str:
     """A short reason from a nio error response (they carry ``status_code`` and ``message``)."""

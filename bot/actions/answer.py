@@ -139,7 +139,7 @@ def reply(action: Action) -> str:
     action.post("post_article", article_id=article.id)
     if delay > 0:
         action.announce(
-            f"✉ Reply by {action.actor.label}{forced} goes out in {delay:.0f} s (undo to stop it).",
+            f"✉ Reply by {action.actor.label}{forced} goes out in {delay:.0f} s.",
             actions=("undo",),
         )
     else:

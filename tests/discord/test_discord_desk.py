@@ -34,6 +34,7 @@ class Desk:
     intake: IntakeService
     dispatcher: OutboxDispatcher
     sender: RecordingSender
+    clock: FakeClock
     queue: str
     alice: str
     mallory: str
@@ -107,7 +108,7 @@ async def desk(discord_double: DiscordDouble, tmp_path: Path) -> AsyncIterator[D
         await adapter.start()
         runner = asyncio.create_task(adapter.run())
         try:
-            yield Desk(double, config, intake, dispatcher, sender, queue, alice, mallory)
+            yield Desk(double, config, intake, dispatcher, sender, clock, queue, alice, mallory)
         finally:
             await adapter.stop()
             await asyncio.wait_for(runner, 5)
@@ -163,9 +164,30 @@ async def test_a_ticket_from_email_to_reply_in_discord(desk: Desk) -> None:
         desk.alice, desk.queue, modal["custom_id"], {"ticketbot:text": "We are on it."}
     )
     await desk.thread_shows(root, "↩ Reply by alice")
+    await desk.thread_shows(root, "goes out in")  # the undo window, with an Undo button
+    desk.clock.advance(desk.config.tickets.undo_seconds + 1)
+    await desk.flush()
     await double.wait_for(lambda: desk.sender.sent)
     [sent] = desk.sender.sent
     assert "We are on it." in sent.text and sent.to[0].email == "maria@example.net"
+
+    # a second reply is withdrawn with the Undo button under its notice in the thread
+    click = await double.click_button(desk.alice, desk.queue, root, "ticketbot:reply")
+    modal = await double.wait_for(lambda: double.interaction_responses(click)[0]["data"])
+    await double.submit_modal(
+        desk.alice, desk.queue, modal["custom_id"], {"ticketbot:text": "Oops, wrong ticket."}
+    )
+    notice = await double.wait_for(
+        lambda: [m for m in double.messages(root) if m["components"]][-1]
+    )
+    assert "goes out in" in notice["content"]
+    [button] = notice["components"][0]["components"]
+    assert button["custom_id"] == "ticketbot:undo"
+    await double.click_button(desk.alice, root, notice["id"], "ticketbot:undo")
+    await desk.thread_shows(root, "Reply withdrawn by alice")
+    desk.clock.advance(desk.config.tickets.undo_seconds + 1)
+    await desk.flush()
+    assert len(desk.sender.sent) == 1  # the withdrawn reply never went out
 
     # ✅ on the root closes it
     await double.react(desk.alice, desk.queue, root, "✅")
@@ -173,7 +195,7 @@ async def test_a_ticket_from_email_to_reply_in_discord(desk: Desk) -> None:
     fields = {
         f["name"]: f["value"] for f in double.message(desk.queue, root)["embeds"][0]["fields"]
     }
-    assert fields["State"] == "closed"
+    assert fields["State"] == "closed successful"
     assert all(
         double.payloads[m["id"]]["allowed_mentions"]["parse"] == []
         for channel in (desk.queue, root)

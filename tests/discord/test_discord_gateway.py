@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -269,9 +269,19 @@ async def test_commands_are_synced_to_the_guild(desk: Desk) -> None:
     synced = {c["name"]: c for c in desk.double.synced_commands[desk.guild]}
     assert set(synced) == set(COMMANDS)
     assert "global" not in desk.double.synced_commands
+    assert len(synced) <= 100
     for name, command in synced.items():
+        spec = COMMANDS[name]
         options = [o["name"] for o in command.get("options", [])]
-        assert options == ([] if name == "help" else ["number"])
+        expected = (["number"] if spec.needs_ticket else []) + (["args"] if spec.takes_args else [])
+        assert options == expected, name
+        for option in command.get("options", []):
+            assert option["type"] == 3 and not option.get("required")
+            assert 0 < len(option["description"]) <= 100
+        assert len(command["description"]) <= 100
+    assert [o["name"] for o in synced["search"]["options"]] == ["args"]
+    assert [o["name"] for o in synced["pending"]["options"]] == ["number", "args"]
+    assert "options" not in synced["help"] or synced["help"]["options"] == []
 
 
 async def test_slash_claim_inside_the_thread(desk: Desk) -> None:
@@ -392,6 +402,100 @@ async def test_answers_arrive_after_the_three_seconds_thanks_to_defer(desk: Desk
     iid = await double.slash(desk.alice, root, "close")
     answered = await answers(double, iid, 2)
     assert answered[0]["type"] == 5 and answered[1]["data"]["content"] == "done: close"
+
+
+async def test_slash_search_with_args_and_no_number(desk: Desk) -> None:
+    double = desk.double
+    iid = await double.slash(desk.alice, desk.queue, "search", {"args": "state:open licence"})
+    request = await desk.request()
+    assert request.name == "search" and request.args == "state:open licence"
+    assert request.context.thread_ref is None and request.context.room == desk.queue
+    await answers(double, iid, 2)
+
+
+async def test_slash_number_then_args_and_merge_in_the_thread(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    await double.slash(desk.alice, desk.queue, "pending", {"number": NUMBER, "args": "3d"})
+    pending = await desk.request()
+    assert pending.args == f"{NUMBER} 3d" and pending.context.thread_ref is None
+    other = "2026112310000099"
+    await double.slash(desk.alice, root, "merge", {"args": f"#{other}"})
+    merge = await desk.request(2)
+    assert merge.name == "merge" and merge.args == other
+    assert merge.context.thread_ref == root and merge.context.room == desk.queue
+
+
+# --- pings, notice buttons, links and moves -------------------------------------------------
+
+
+async def test_a_ping_mentions_only_the_listed_users(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    gateway = desk.adapter.gateway
+    users = [f"discord:{desk.alice}", "@vera:example.org", "console:x", f"discord:{desk.alice}"]
+    text = f"⏰ [Ticket#{NUMBER}] waits for an answer @everyone <@{desk.mallory}> <@&1>"
+    await gateway.post_ping(desk.queue, root, text, users, "ping-1")
+    ping = double.messages(root)[-1]
+    assert ping["content"] == (
+        f"🔔 <@{desk.alice}>\n⏰ \\[Ticket#{NUMBER}\\] waits for an answer @\u200beveryone "
+        f"\\<@\u200b{desk.mallory}\\> \\<@&1\\>"
+    )
+    allowed = double.payloads[ping["id"]]["allowed_mentions"]
+    assert allowed["parse"] == []  # no @everyone, no roles, no user found in the text
+    assert [str(user) for user in allowed["users"]] == [desk.alice]
+    assert not allowed.get("replied_user")
+
+    await gateway.post_ping(desk.queue, None, "2 tickets wait in queue support", users, "ping-2")
+    in_channel = double.messages(desk.queue)[-1]
+    assert in_channel["content"] == f"🔔 <@{desk.alice}>\n2 tickets wait in queue support"
+    assert double.payloads[in_channel["id"]]["allowed_mentions"]["users"] == [int(desk.alice)]
+
+    await gateway.post_ping(desk.queue, root, "for Matrix only", ["@vera:example.org"], "ping-3")
+    nobody = double.messages(root)[-1]
+    assert "<@" not in nobody["content"]
+    allowed = double.payloads[nobody["id"]]["allowed_mentions"]
+    assert allowed["parse"] == [] and not allowed.get("users")
+
+
+async def test_undo_button_on_a_notice_runs_undo_for_the_thread(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    gateway = desk.adapter.gateway
+    text = "✉ Reply by alice goes out in 10 s (undo to stop it)."
+    await gateway.post_notice(desk.queue, root, text, "notice-1", ["undo"])
+    notice = double.messages(root)[-1]
+    assert notice["content"] == text
+    [row] = notice["components"]
+    assert [b["custom_id"] for b in row["components"]] == ["ticketbot:undo"]
+    assert row["components"][0]["label"] == "Undo"
+    assert double.payloads[notice["id"]]["allowed_mentions"]["parse"] == []
+
+    iid = await double.click_button(desk.alice, root, notice["id"], "ticketbot:undo")
+    undo = await desk.request()
+    assert undo.name == "undo" and undo.args == ""
+    assert undo.context.thread_ref == root and undo.context.room == desk.queue
+    assert undo.actor.user_id == f"discord:{desk.alice}"
+    responses = await answers(double, iid, 2)
+    assert responses[1]["data"]["content"] == "done: undo"
+    assert responses[1]["data"]["flags"] & EPHEMERAL
+
+    await gateway.post_notice(desk.queue, root, "plain", "notice-2")
+    assert double.messages(root)[-1]["components"] == []
+
+
+async def test_link_and_a_moved_ticket_loses_its_buttons(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    gateway = desk.adapter.gateway
+    link = gateway.link(desk.queue, root)
+    assert link == f"https://discord.com/channels/{desk.guild}/{root}"
+    moved = replace(ticket_view(state="open"), moved_to=f"queue info: {link}")
+    await gateway.update_ticket(desk.queue, root, moved, "move-1")
+    message = double.message(desk.queue, root)
+    assert message["components"] == []
+    fields = {f["name"]: f["value"] for f in message["embeds"][0]["fields"]}
+    assert fields == {"State": f"moved · now queue info: <{link}>"}
 
 
 # --- connection and start-up ------------------------------------------------------------------

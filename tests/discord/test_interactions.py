@@ -10,8 +10,10 @@ import discord
 import pytest
 
 from adapters.discord import interactions
+from adapters.discord.commands import DESCRIPTION_LIMIT, args_help, slash_command
 from adapters.discord.interactions import InteractionHandler
 from adapters.discord.mapping import (
+    ACTION_BUTTONS,
     BadNumber,
     Person,
     Place,
@@ -26,8 +28,8 @@ from adapters.discord.mapping import (
     request_from_reaction,
     request_from_slash,
 )
-from adapters.discord.views import TextModal, TicketButtons
-from bot.commands import ChatContext, CommandRequest, CommandResult
+from adapters.discord.views import ActionButtons, TextModal, TicketButtons, offered_buttons
+from bot.commands import COMMANDS, ChatContext, CommandRequest, CommandResult
 from bot.config import QueueConfig
 from bot.domain import Actor
 
@@ -128,6 +130,65 @@ def test_button_on_a_root_message() -> None:
     assert request == CommandRequest(
         actor_for(ALICE), "close", "", ChatContext("discord", str(QUEUE), str(ROOT))
     )
+
+
+def test_args_follow_the_number_and_precede_the_text() -> None:
+    pending = request_from_slash(
+        "pending", f"#{NUMBER}", "", ALICE, Place(QUEUE), CHANNELS, args=" 3d autoclose "
+    )
+    assert pending.args == f"{NUMBER} 3d autoclose"
+    in_thread = request_from_slash("move", None, "", ALICE, Place(THREAD, QUEUE), CHANNELS, "x")
+    assert in_thread.args == "x"
+    assert in_thread.context == ChatContext("discord", str(QUEUE), str(THREAD))
+    search = request_from_slash(
+        "search", None, "", ALICE, Place(QUEUE), CHANNELS, args="state:open licence"
+    )
+    assert search.args == "state:open licence" and search.context.thread_ref is None
+    both = request_from_slash("reply", NUMBER, "Hi", ALICE, Place(QUEUE), CHANNELS, "--force")
+    assert both.args == f"{NUMBER} --force Hi"
+
+
+def test_merge_takes_the_other_number_in_args() -> None:
+    other = "2026112310000099"
+    merge = request_from_slash(
+        "merge", None, "", ALICE, Place(THREAD, QUEUE), CHANNELS, args=f"Ticket#{other}"
+    )
+    assert merge.args == other and merge.context.thread_ref == str(THREAD)
+    named = request_from_slash("merge", NUMBER, "", ALICE, Place(QUEUE), CHANNELS, args=other)
+    assert named.args == f"{NUMBER} {other}"
+    odd = request_from_slash("merge", None, "", ALICE, Place(THREAD, QUEUE), CHANNELS, "soon")
+    assert odd.args == "soon"  # not a number: the core says what is wrong
+
+
+def test_action_buttons_on_a_notice_in_the_thread() -> None:
+    assert button_action("ticketbot:undo") == "undo"
+    assert "undo" in ACTION_BUTTONS and "reply" not in ACTION_BUTTONS
+    assert not set(ACTION_BUTTONS) & {"claim", "close", "note", "assign", "pending"}
+    notice = 9876
+    request = request_from_button("undo", "", ALICE, Place(THREAD, QUEUE), notice, CHANNELS)
+    assert request == CommandRequest(
+        actor_for(ALICE), "undo", "", ChatContext("discord", str(QUEUE), str(THREAD))
+    )
+    assert offered_buttons(["undo", "claim", "undo", "assign", "nope"]) == ["undo", "claim"]
+
+
+def test_slash_options_follow_the_specs() -> None:
+    handler = InteractionHandler(RecordingExecutor(), CHANNELS)
+    assert len(COMMANDS) <= 100
+    for spec in COMMANDS.values():
+        command = slash_command(spec, handler)
+        options = {p.name: p for p in command.parameters}
+        expected = (["number"] if spec.needs_ticket else []) + (["args"] if spec.takes_args else [])
+        assert list(options) == expected, spec.name
+        assert all(not p.required for p in options.values())
+        assert len(command.description) <= DESCRIPTION_LIMIT
+        for option in options.values():
+            assert 0 < len(option.description) <= DESCRIPTION_LIMIT
+    assert args_help(COMMANDS["pending"]) == (
+        "DURATION|DATE [reminder|autoclose], e.g. 3d autoclose"
+    )
+    assert "OTHER" in args_help(COMMANDS["merge"])
+    assert {p.name for p in slash_command(COMMANDS["search"], handler).parameters} == {"args"}
 
 
 def test_reactions() -> None:
@@ -325,3 +386,17 @@ async def test_buttons_are_persistent_with_fixed_ids() -> None:
     assert view.is_persistent() and view.timeout is None
     ids = [item.custom_id for item in view.children if isinstance(item, discord.ui.Button)]
     assert ids == ["ticketbot:claim", "ticketbot:reply", "ticketbot:note", "ticketbot:close"]
+    actions = ActionButtons(InteractionHandler(RecordingExecutor(), CHANNELS))
+    assert actions.is_persistent()
+    ids = [item.custom_id for item in actions.children if isinstance(item, discord.ui.Button)]
+    assert ids == [f"ticketbot:{name}" for name in ACTION_BUTTONS]
+    assert len(ids) <= 25  # one view's worth
+
+
+async def test_slash_args_reach_the_core() -> None:
+    interaction = FakeInteraction(user(ALICE), QUEUE)
+    executor = RecordingExecutor()
+    handler = InteractionHandler(executor, CHANNELS)
+    await handler.on_slash(interaction, "search", None, "from:example.org")  # type: ignore[arg-type]
+    await handler.on_slash(interaction, "priority", NUMBER, "5")  # type: ignore[arg-type]
+    assert [r.args for r in executor.requests] == ["from:example.org", f"{NUMBER} 5"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,12 +14,15 @@ from hypothesis import strategies as st
 from adapters.discord.render import (
     EMBED_LIMIT,
     FILES_PER_MESSAGE,
+    MOVED_COLOUR,
+    STATE_COLOURS,
     UPLOAD_LIMIT,
     answer_chunks,
     answer_messages,
     article_messages,
     embed_size,
     notice_messages,
+    ping_messages,
     safe_filename,
     thread_name,
     ticket_embed,
@@ -25,6 +30,7 @@ from adapters.discord.render import (
 from adapters.discord.text import MESSAGE_LIMIT, cap, clean, cut_raw, dlen, escape, fit
 from bot.chat import ArticleView, TicketView
 from bot.commands import CommandResult
+from bot.domain import TicketState
 from bot.mail import AttachmentData
 from tests.servers.discord_double import check_message
 
@@ -40,7 +46,7 @@ WRAPPED_URL = re.compile(r"<(?:https?|steam|discord)://[^\s<>\[\]\\|`]+>")
 
 
 def ticket(**changes: str) -> TicketView:
-    fields = {
+    fields: dict[str, Any] = {
         "number": NUMBER,
         "queue": "support",
         "state": "new",
@@ -192,9 +198,55 @@ def test_embed_shows_the_ticket_safely() -> None:
 
 
 def test_unclaimed_and_colour_by_state() -> None:
-    new, closed = ticket_embed(ticket()), ticket_embed(ticket(state="closed"))
+    new, closed = ticket_embed(ticket()), ticket_embed(ticket(state="closed_successful"))
     assert {f.name: f.value for f in new.fields}["Owner"] == "unclaimed"
     assert new.colour != closed.colour
+    assert {f.name: f.value for f in closed.fields}["State"] == "closed successful"
+
+
+def test_every_state_has_a_colour_and_a_readable_label() -> None:
+    assert set(STATE_COLOURS) == {state.value for state in TicketState}
+    grey = STATE_COLOURS["closed_successful"]
+    assert STATE_COLOURS["closed_unsuccessful"] == STATE_COLOURS["merged"] == grey
+    assert STATE_COLOURS["pending_reminder"] == STATE_COLOURS["pending_autoclose"] != grey
+    assert STATE_COLOURS["spam"] not in (grey, STATE_COLOURS["new"], STATE_COLOURS["open"])
+    for state in TicketState:
+        fields = {f.name: f.value for f in ticket_embed(ticket(state=state.value)).fields}
+        assert fields["State"] == state.value.replace("_", " ")
+
+
+def test_priority_tags_pending_and_language_where_set() -> None:
+    plain = {f.name for f in ticket_embed(ticket()).fields}
+    assert plain == {"State", "Owner", "Queue", "Requester"}
+    until = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    view = replace(
+        ticket(state="pending_reminder", owner="Alice"),
+        priority=5,
+        tags=("press", "**vip** @everyone"),
+        language="de",
+        pending_until=until,
+    )
+    data = ticket_embed(view).to_dict()
+    fields = {f["name"]: f["value"] for f in data["fields"]}
+    assert fields["State"] == "pending reminder until 2026-12-01 09:00 UTC"
+    stamp = int(until.timestamp())
+    assert fields["Pending"] == f"<t:{stamp}:f> (<t:{stamp}:R>)"
+    assert fields["Priority"].startswith("5")
+    assert fields["Language"] == "de"
+    assert fields["Tags"] == "press, \\*\\*vip\\*\\* @\u200beveryone"
+    assert data["color"] == STATE_COLOURS["pending_reminder"]
+    check_message({"embeds": [data]}, 0, creating=True)
+
+
+def test_a_moved_ticket_says_where_it_is_now() -> None:
+    link = "https://discord.com/channels/1/2"
+    view = replace(ticket(state="open", owner="Alice"), moved_to=f"queue info::de: {link}")
+    data = ticket_embed(view).to_dict()
+    fields = {f["name"]: f["value"] for f in data["fields"]}
+    assert fields == {"State": f"moved · now queue info::de: <{link}>"}
+    assert "description" not in data and data["color"] == MOVED_COLOUR
+    hostile = replace(ticket(), moved_to="[x](http://evil) @everyone")
+    assert_inert(ticket_embed(hostile).to_dict()["fields"][0]["value"])
 
 
 def test_embed_limits_with_huge_fields() -> None:
@@ -329,6 +381,40 @@ def test_safe_filename() -> None:
 def test_notice_escapes_display_names() -> None:
     [message] = notice_messages("✋ Claimed by **@everyone** <@&1>")
     assert message.content == "✋ Claimed by \\*\\*@\u200beveryone\\*\\* \\<@&1\\>"
+
+
+def test_ping_mentions_only_the_given_users_and_escapes_the_text() -> None:
+    [message] = ping_messages(f"⏰ Ticket#{NUMBER} waits\n{HOSTILE}", [42, 7, 42])
+    first, rest = message.content.split("\n", 1)
+    assert first == "🔔 <@42> <@7>"
+    assert_inert(rest)
+    assert "<@123>" not in rest and "\\<@123\\>" in rest
+    [nobody] = ping_messages("2 tickets wait @here", [])
+    assert nobody.content == "🔔 2 tickets wait @\u200bhere"
+
+
+def test_a_long_ping_mentions_in_its_first_part_only() -> None:
+    text = "\n".join(f"Ticket#{n} waits <@&1>" for n in range(400))
+    messages = ping_messages(text, list(range(10**17, 10**17 + 80)))
+    assert len(messages) > 1
+    assert messages[0].content.startswith("🔔 <@")
+    assert messages[0].content.count("<@") - messages[0].content.count("\\<@") == 50
+    for message in messages:
+        assert dlen(message.content) <= MESSAGE_LIMIT
+    for message in messages[1:]:
+        assert_inert(message.content)
+    shown = [ln for m in messages for ln in m.content.split("\n") if ln.startswith("Ticket#")]
+    assert shown == [f"Ticket#{n} waits \\<@&1\\>" for n in range(400)]
+
+
+def test_held_and_automatic_articles_use_their_heading() -> None:
+    held = article("Hi @everyone", held=True, article_id=77)
+    [message] = article_messages(held, NUMBER)
+    assert message.content.startswith("**⚠ Email from an unknown sender, Mallory")
+    assert "attach 77" in message.content and "newticket 77" in message.content
+    assert_inert(message.content)
+    [auto] = article_messages(article("We got your mail.", kind="auto_reply"), NUMBER)
+    assert auto.content.startswith("**🤖 Automatic acknowledgement sent**")
 
 
 def test_long_answers_are_split() -> None:

@@ -469,3 +469,104 @@ async def test_sync_failures_back_off_doubling_to_a_minute_and_reset(tmp_path: P
     await asyncio.wait_for(adapter.stop(), timeout=5)
     await asyncio.wait_for(runner, timeout=1)
     assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 1]
+
+
+# --- pings, actions and links --------------------------------------------------------------------
+
+
+def highlights(desk: Desk, token: str) -> list[str]:
+    """The events Synapse highlighted for a user (a mention, as opposed to any message)."""
+    path = "/_matrix/client/v3/notifications?only=highlight&limit=100"
+    answer = desk.synapse.request("GET", path, token=token)
+    return [n["event"]["event_id"] for n in answer["notifications"]]
+
+
+async def test_a_ping_notifies_exactly_the_listed_user(desk: Desk) -> None:
+    synapse, room = desk.synapse, desk.room_id
+    synapse.join(desk.bot_token, room)
+    otto, otto_token = synapse.register(f"otto{uuid.uuid4().hex[:8]}", PASSWORD)
+    invite = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room, safe='')}/invite"
+    synapse.request("POST", invite, {"user_id": otto}, desk.volunteer_token)
+    synapse.join(otto_token, room)
+    gateway = MatrixGateway(await desk.login(desk.bot_user, "TICKETBOT"))
+
+    root = await gateway.post_ticket(room, ticket(), article(), "outbox-1")
+    text = f"⏰ [Ticket#{NUMBER}] waits for an answer @room {otto}"
+    users = [desk.volunteer_user, "discord:1234", desk.volunteer_user]
+    await gateway.post_ping(room, root, text, users, "outbox-2")
+    await gateway.post_ping(room, None, "2 tickets wait in queue support", users, "outbox-3")
+    await gateway.post_ping(room, root, "retried", users, "outbox-2")  # same key: not twice
+
+    volunteer = await desk.login(desk.volunteer_user, "VERAPHONE")
+    sent = messages(await history(volunteer, room), desk.bot_user)
+    assert len(sent) == 4
+    in_thread, in_room = sent[2], sent[3]
+    for event in (in_thread, in_room):
+        content = event["content"]
+        assert content["msgtype"] == "m.text"
+        assert content["m.mentions"] == {"user_ids": [desk.volunteer_user]}
+        assert content["body"].startswith(f"🔔 {desk.volunteer_user}\n")
+        pill = f'<a href="https://matrix.to/#/{desk.volunteer_user}">{desk.volunteer_user}</a>'
+        assert content["formatted_body"].startswith(f"🔔 {pill}<br>")
+        assert "@room" not in json.dumps(content)
+    assert in_thread["content"]["m.relates_to"]["rel_type"] == "m.thread"
+    assert in_thread["content"]["m.relates_to"]["event_id"] == root
+    assert f"@{ZWJ}{otto[1:]}" in in_thread["content"]["body"]  # named in the text: no ping
+    assert "m.relates_to" not in in_room["content"]
+
+    pings = [in_thread["event_id"], in_room["event_id"]]
+    assert sorted(highlights(desk, desk.volunteer_token)) == sorted(pings)
+    assert highlights(desk, otto_token) == []  # not listed, though named in the text
+
+
+async def test_a_notice_offering_undo_gets_a_reaction_that_undoes(desk: Desk) -> None:
+    commands = FakeCommands(
+        {"undo": CommandResult(True, "Reply withdrawn.", NUMBER, shown_in_thread=True)}
+    )
+    adapter = desk.adapter(commands)
+    await adapter.start()
+    runner = asyncio.create_task(adapter.run())
+    try:
+        gateway = adapter.gateway
+        root = await gateway.post_ticket(desk.room_id, ticket(), article(), "outbox-1")
+        text = "✉ Reply by Vera goes out in 10 s (undo to stop it)."
+        await gateway.post_notice(desk.room_id, root, text, "outbox-2", ["undo"])
+        await gateway.post_notice(desk.room_id, root, text, "outbox-2", ["undo"])  # a retry
+
+        volunteer = await desk.login(desk.volunteer_user, "VERAPHONE")
+        events = await history(volunteer, desk.room_id)
+        notice = messages(events, desk.bot_user)[-1]
+        assert notice["content"]["msgtype"] == "m.notice"
+        assert notice["content"]["body"] == (
+            f"{text}\n(send !undo in this thread, or react ↩️ to this message, to stop it)"
+        )
+        [offered] = [e for e in events if e["type"] == "m.reaction"]
+        assert offered["sender"] == desk.bot_user
+        assert offered["content"]["m.relates_to"] == {
+            "rel_type": "m.annotation",
+            "event_id": notice["event_id"],
+            "key": "↩️",
+        }
+
+        reaction = {
+            "m.relates_to": {
+                "rel_type": "m.annotation",
+                "event_id": notice["event_id"],
+                "key": "↩️",
+            }
+        }
+        await volunteer.room_send(desk.room_id, "m.reaction", reaction)
+        undo = await commands.nth(1)
+        assert (undo.name, undo.args) == ("undo", "")
+        assert undo.context.thread_ref == root  # the notice's thread is the ticket
+        assert undo.actor.user_id == desk.volunteer_user
+
+        link = gateway.link(desk.room_id, root)
+        quoted_room = urllib.parse.quote(desk.room_id, safe="!")
+        assert link == (
+            f"https://matrix.to/#/{quoted_room}/{urllib.parse.quote(root, safe='$')}"
+            f"?via={desk.synapse.server_name}"
+        )
+    finally:
+        await adapter.stop()
+        await asyncio.wait_for(runner, timeout=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,12 @@ from adapters.matrix.inbound import (
     where,
 )
 from adapters.matrix.render import (
+    action_hint,
     article_contents,
+    matrix_user_ids,
     notice_contents,
+    permalink,
+    ping_contents,
     reply_relation,
     thread_relation,
     ticket_content,
@@ -50,7 +55,7 @@ def tags_of(formatted: str) -> set[str]:
 
 
 def ticket(**changes: str) -> TicketView:
-    fields = {
+    fields: dict[str, Any] = {
         "number": "2026112310000012",
         "queue": "support",
         "state": "new",
@@ -246,3 +251,107 @@ def test_reactions_ignore_variation_selectors_and_skin_tones() -> None:
     assert reaction_command("✔") == "close"
     assert reaction_command("✔️") == "close"
     assert reaction_command("👍") is None
+
+
+# --- pings, actions and links ------------------------------------------------------------------
+
+
+class _Links(HTMLParser):
+    """Collects (href, text) of every <a>; any other tag must carry no attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            assert [name for name, _ in attrs] == ["href"]
+            self._href = attrs[0][1]
+            self.links.append((self._href or "", ""))
+        else:
+            assert not attrs, f"unexpected attributes on {tag}: {attrs}"
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            href, text = self.links[-1]
+            self.links[-1] = (href, text + data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._href = None
+
+
+def test_ping_mentions_exactly_the_listed_matrix_users() -> None:
+    text = f"Ticket#2026112310000012 waits @room for @eve:evil.org\n{HOSTILE}"
+    users = ["@vera:example.org", "discord:1234", "@vera:example.org", "@bob:example.org:8448"]
+    users += ["console:alice", "@nocolon", "@room", "@a b:example.org"]
+    [content] = ping_contents(text, users, thread_relation(ROOT))
+    assert content["msgtype"] == "m.text"  # the push rules never notify for m.notice
+    assert content["m.mentions"] == {"user_ids": ["@vera:example.org", "@bob:example.org:8448"]}
+    assert "@room" not in json.dumps(content).lower()
+    assert content["m.relates_to"] == thread_relation(ROOT)
+    first, *rest = content["body"].split("\n")
+    assert first == "🔔 @vera:example.org, @bob:example.org:8448"
+    body = "\n".join(rest)
+    assert f"@{ZWJ}eve:evil.org" in body and "@eve" not in body  # the text pings nobody
+    parser = _Links()
+    parser.feed(content["formatted_body"])
+    assert parser.links == [
+        ("https://matrix.to/#/@vera:example.org", "@vera:example.org"),
+        ("https://matrix.to/#/@bob:example.org:8448", "@bob:example.org:8448"),
+    ]
+    formatted = content["formatted_body"]
+    assert "<script" not in formatted and "&lt;script&gt;" in formatted
+    assert 'href="https://evil"' not in formatted
+
+
+def test_ping_in_the_room_and_without_matrix_users() -> None:
+    [room_wide] = ping_contents("3 tickets wait", ["@vera:example.org"], None)
+    assert "m.relates_to" not in room_wide
+    assert room_wide["m.mentions"] == {"user_ids": ["@vera:example.org"]}
+    [nobody] = ping_contents("3 tickets wait @room", ["discord:1", "console:x"], None)
+    assert_safe(nobody)
+    assert nobody["msgtype"] == "m.text"
+
+
+def test_a_long_ping_mentions_only_in_its_first_part_and_fits() -> None:
+    text = "\n".join(f"- Ticket#{n} <waits> @room" for n in range(6000))
+    users = [f"@volunteer{n}:example.org" for n in range(80)]
+    contents = ping_contents(text, users, thread_relation(ROOT))
+    assert len(contents) > 1
+    assert contents[0]["m.mentions"] == {"user_ids": users[:50]}  # a reminder is not a crowd
+    for content in contents[1:]:
+        assert_safe(content)
+    for content in contents:
+        assert len(content["body"].encode()) <= MAX_BODY_BYTES
+        assert len(json.dumps(content, ensure_ascii=False).encode()) <= MAX_CONTENT_BYTES
+    shown = [ln for c in contents for ln in c["body"].split("\n") if ln.startswith("- Ticket#")]
+    assert len(shown) == 6000
+
+
+def test_notice_actions_say_how_to_give_them() -> None:
+    [content] = notice_contents(
+        "✉ Reply by Vera goes out in 10 s.", thread_relation(ROOT), ["undo"]
+    )
+    assert_safe(content)
+    assert content["body"] == (
+        "✉ Reply by Vera goes out in 10 s.\n"
+        "(send !undo in this thread, or react ↩️ to this message, to stop it)"
+    )
+    [other] = notice_contents("x", None, ["show", "<b>bad</b>"])
+    assert other["body"] == "x\n(send !show in this thread)"
+    assert action_hint([]) == ""
+
+
+def test_permalinks_quote_the_ids() -> None:
+    assert permalink("!abc:example.org", "$ev-_1", "example.org") == (
+        "https://matrix.to/#/!abc%3Aexample.org/$ev-_1?via=example.org"
+    )
+    assert permalink("#help:example.org", "$ev/1") == (
+        "https://matrix.to/#/%23help%3Aexample.org/$ev%2F1"
+    )
+    assert matrix_user_ids(["discord:1", "@a:b.c", "@a:b.c", "@x:[::1]:8448"]) == [
+        "@a:b.c",
+        "@x:[::1]:8448",
+    ]
