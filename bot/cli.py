@@ -1,4 +1,4 @@
-"""The ``ticketbot`` command line: run, demo, check-config, backup, restore."""
+"""The ``ticketbot`` command line: run, demo, check-config, route, backup, restore."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ and close them with ! commands; replies go back to the requester by email.
 EPILOG = """\
 examples:
   ticketbot check-config --config bot.toml   validate a configuration, connect nothing
+  ticketbot route --explain mail.eml         which queue a mail would go to, rule by rule
   ticketbot demo                             sample mail, the console, replies as .eml files
   ticketbot run --config /etc/ticketbot/bot.toml
   ticketbot backup /var/backups/ticketbot/ --keep 14   a checked copy, while the bot runs
@@ -96,6 +97,32 @@ examples:
 """
 
 
+ROUTE_DESCRIPTION = """\
+Show where a mail would go, without the database and without connecting anything: the
+file is parsed as intake parses mail, its language is detected, the queue of the address
+it was sent to is looked up, and the [[rule]] tables of the configuration are applied in
+order (the first enabled rule whose conditions all match wins).
+
+With --explain, every rule is listed with whether it fires and, if not, the first
+condition that failed. Marks on the sender (spam, vip, ...) live in the database, which
+is not read: give them with --sender-mark to try rules that use them.
+
+Exit status: 0 the mail was routed; 2 the file cannot be read or the configuration is
+invalid.
+"""
+
+ROUTE_EPILOG = """\
+examples:
+  ticketbot route --explain mail.eml --config /etc/ticketbot/bot.toml
+      the parsed sender, recipients, subject and language, then one line per rule:
+        rule 1 (German mail to info): fires — language de, a recipient contains ...
+        rule 2: no — subject does not match /\\bpress\\b/
+      and the resulting queue, priority, tags and spam verdict
+  ticketbot route saved.eml --sender-mark spam
+      only the result, as if the sender had been marked as spam
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -138,6 +165,27 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the configuration without connecting anything",
         description="Read and validate the configuration; print a summary, or one line per "
         "problem naming the key. Exit status 0 when valid, 2 when not.",
+    )
+    route = sub.add_parser(
+        "route",
+        parents=[common],
+        help="show which queue, priority and tags a saved mail (.eml) would get",
+        description=ROUTE_DESCRIPTION,
+        epilog=ROUTE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    route.add_argument("path", metavar="FILE.eml", help="a saved mail, as raw RFC 5322 bytes")
+    route.add_argument(
+        "--explain",
+        action="store_true",
+        help="list every rule with whether it fires and why (or why not)",
+    )
+    route.add_argument(
+        "--sender-mark",
+        action="append",
+        default=[],
+        metavar="MARK",
+        help="pretend the sender carries this mark (repeatable); the database is not read",
     )
     backup = sub.add_parser(
         "backup",
@@ -247,6 +295,65 @@ def _restore(config: Config, path: str) -> int:
     return 0
 
 
+def _route(config: Config, path: str, explain: bool, sender_marks: Sequence[str]) -> int:
+    from adapters.email.parse import parser_for
+    from adapters.language import Py3LangidDetector
+    from bot.domain import DEFAULT_PRIORITY
+    from bot.routing import route_queue
+    from bot.rules import Decision, RuleInput, decide
+    from bot.rules import explain as explain_rules
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        print(f"ticketbot: route: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    email = parser_for(config.mail)(raw)
+    detector = Py3LangidDetector()
+    # as intake does: the body's language; none for automatic mail
+    language = "" if email.auto_kind else detector.detect(email.text)
+    marks = frozenset(mark.strip().lower() for mark in sender_marks if mark.strip())
+    item = RuleInput(email=email, language=language, sender_marks=marks)
+
+    by_address = route_queue(email, config.queues)
+    via = next((r.email for r in email.recipients if r.email.lower() in by_address.addresses), None)
+    loaded = f" (model loaded in {detector.load_seconds:.2f} s)" if detector.load_seconds else ""
+    lines = [
+        f"{path}:",
+        f"  from:     {email.sender or '(none)'}",
+        f"  to:       {', '.join(map(str, email.to)) or '(none)'}",
+    ]
+    if email.cc:
+        lines.append(f"  cc:       {', '.join(map(str, email.cc))}")
+    if email.delivered_to:
+        lines.append(f"  delivered-to: {', '.join(map(str, email.delivered_to))}")
+    lines += [
+        f"  subject:  {email.subject or '(none)'}",
+        f"  language: {language or 'unknown'}{loaded}",
+        f"  sender marks: {', '.join(sorted(marks)) or 'none given (the database is not read)'}",
+        f"  queue by address: {by_address.name} "
+        + (f"(sent to {via})" if via else "(default: sent to no queue address)"),
+    ]
+    if email.auto_kind:
+        lines.append(f"  automatic mail: {email.auto_kind}")
+    if explain:
+        lines.append("rules:" if config.rules else "rules: none configured")
+        if config.rules:
+            lines += [f"  {line}" for line in explain_rules(config.rules, item)]
+    decision = decide(config.rules, item) or Decision(None, "no rule matched")
+    priority = decision.priority
+    lines += [
+        "result:",
+        f"  decided by: {decision.reason}",
+        f"  queue:    {decision.queue or by_address.name}",
+        f"  priority: {priority if priority is not None else f'{DEFAULT_PRIORITY} (default)'}",
+        f"  tags:     {', '.join(decision.tags) or '(none)'}",
+        f"  spam:     {'yes' if decision.spam else 'no'}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     async def main() -> None:
         task = asyncio.current_task()
@@ -270,12 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ticketbot: config error: {exc}", file=sys.stderr)
         return 2
     # the demo talks to a person in this terminal: only warnings unless asked for more
-    default_level = "WARNING" if command == "demo" else config.log_level
+    default_level = "WARNING" if command in ("demo", "route") else config.log_level
     _setup_logging(getattr(args, "log_level", None) or default_level)
 
     if command == "check-config":
         print(_summary(config))
         return 0
+    if command == "route":
+        return _route(config, args.path, args.explain, args.sender_mark)
     if command == "backup":
         return _backup(config, args.path, args.keep)
     if command == "restore":
