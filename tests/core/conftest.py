@@ -15,8 +15,8 @@ from bot.domain import Actor
 from bot.intake import IntakeService
 from bot.mail import Address, InboundEmail
 from bot.outbox import OutboxDispatcher
-from bot.reminders import ReminderService
 from bot.ports import IntakeOutcome, MailKey
+from bot.reminders import ReminderService
 from storage.store import SqlStore
 from tests.fakes import FakeClock, RecordingGateway, RecordingSender
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.domain import ArticleKind, SendState, TicketState
-from tests.core.conftest import ALICE, BOB, MALLORY, Desk, make_desk, mail
+from tests.core.conftest import ALICE, BOB, MALLORY, Desk, mail, make_desk
 
 INFO_ROOM, DE_ROOM, PRESS_ROOM = "!info:example.org", "!de:example.org", "!press:example.org"
 
