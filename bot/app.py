@@ -28,8 +28,8 @@ from bot.config import Config
 from bot.domain import Actor
 from bot.intake import IntakeService
 from bot.outbox import OutboxDispatcher
-from bot.reminders import ReminderService
 from bot.ports import Clock, MailSender, SystemClock
+from bot.reminders import ReminderService
 from storage.store import SqlStore
 
 log = logging.getLogger(__name__)
