@@ -7,6 +7,7 @@ gives exactly these tables and columns, so a change here without a migration fai
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from peewee import (
@@ -21,7 +22,35 @@ from peewee import (
 
 from storage.fields import UtcDateTimeField
 
-database_proxy = DatabaseProxy()
+
+class PerThreadDatabase(DatabaseProxy):
+    """The models' database, chosen per thread.
+
+    Each :class:`storage.store.SqlStore` runs all its work on its own database thread
+    and points this proxy at its database there, so two stores in one process (two
+    desks in a test, a migration tool reading one database and writing another) never
+    send one store's queries to the other's database.
+    """
+
+    __slots__ = ("_local",)
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_local", threading.local())
+        super().__init__()
+
+    @property
+    def obj(self) -> Any:
+        return getattr(self._local, "db", None)
+
+    @obj.setter
+    def obj(self, value: Any) -> None:
+        self._local.db = value
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        object.__setattr__(self, attr, value)
+
+
+database_proxy = PerThreadDatabase()
 
 
 class BaseModel(Model):
@@ -52,7 +81,7 @@ class Ticket(BaseModel):
     requester_email = TextField(index=True)
     requester_name = TextField()
     created_at = UtcDateTimeField()
-    updated_at = UtcDateTimeField()
+    updated_at = UtcDateTimeField(index=True)  # search lists newest first
     version = IntegerField(default=0)
     priority = IntegerField(default=3)
     language = CharField(default="")

@@ -54,6 +54,7 @@ _TABLES = [
     ('CREATE TABLE "job_state" ("id" {pk}, "key" VARCHAR(255) NOT NULL, "value" TEXT NOT NULL)'),
     'CREATE UNIQUE INDEX "job_state_key" ON "job_state" ("key")',
     'CREATE INDEX "ticket_pending_until" ON "ticket" ("pending_until")',
+    'CREATE INDEX "ticket_updated_at" ON "ticket" ("updated_at")',
     'UPDATE "ticket" SET "state" = \'closed_successful\' WHERE "state" = \'closed\'',
 ]
 
