@@ -78,6 +78,7 @@ def _config(
             "smtp": {"host": smtp.host, "port": smtp.port, "security": "none"},
         },
         "discord": {"token": guild.double.token, "guild_id": int(guild.guild)},
+        "tickets": {"undo_seconds": 0},
         "queue": [queue],
     }
     if matrix is not None:

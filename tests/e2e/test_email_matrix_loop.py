@@ -142,6 +142,7 @@ async def app(
                 "smtp": {"host": smtp_capture.host, "port": smtp_capture.port, "security": "none"},
             },
             "matrix": {"homeserver": room.synapse.url, "user_id": bot_id, "password": "bot-pw"},
+            "tickets": {"undo_seconds": 0},
             "queue": [
                 {
                     "name": "info",

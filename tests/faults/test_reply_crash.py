@@ -198,6 +198,8 @@ security = "none"
 timeout_seconds = 10
 [outbox]
 retry_seconds = 1
+[tickets]
+undo_seconds = 0
 [console]
 user = "{VOLUNTEER}"
 [[queue]]
@@ -435,7 +437,7 @@ def test_sigkill_around_replies_never_loses_one_and_doubles_only_in_the_window(
         )
     # every copy of a reply is the same reply: same Message-ID, same text, same recipient
     for message in slow_smtp.messages:
-        body = message.message.get_content()
+        body = message.message.get_content().replace("\r\n", "\n")
         mid = str(message.message["Message-ID"])
         (answer,) = [b for b, m, _s in replies if m == mid]
         assert answer in body

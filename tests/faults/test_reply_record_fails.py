@@ -80,6 +80,7 @@ async def test_reply_accepted_but_not_recorded_is_not_sent_again(
                 "smtp": {"host": locking_smtp.host, "port": locking_smtp.port, "security": "none"},
             },
             "outbox": {"retry_seconds": 1},
+            "tickets": {"undo_seconds": 0},
             "console": {"user": "@alice:example.org"},
             "queue": [
                 {

@@ -135,6 +135,7 @@ def base_config(tmp_path: Path, imap: ImapAccount, **sections: Any) -> dict[str,
             "files": {"path": str(tmp_path / "out")},
         },
         "outbox": {"retry_seconds": 1},
+        "tickets": {"undo_seconds": 0},
         "queue": [queue],
         **sections,
     }
