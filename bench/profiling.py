@@ -20,7 +20,7 @@ import pstats
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
@@ -247,6 +247,13 @@ class TimedIntake:
             await self._intake.mark_done(key)
         finally:
             self._done("mark_done", started)
+
+    async def mark_done_many(self, keys: Sequence[MailKey]) -> None:
+        started = time.perf_counter()
+        try:
+            await self._intake.mark_done_many(keys)
+        finally:
+            self._done("mark_done_many", started)
 
 
 class TimedStore(SqlStore):

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -476,6 +476,12 @@ class IntakeService:
     async def mark_done(self, key: MailKey) -> None:
         now = self._clock.now()
         await self._store.run(lambda repo: repo.intake_done(key, now))
+
+    async def mark_done_many(self, keys: Sequence[MailKey]) -> None:
+        if not keys:
+            return
+        now = self._clock.now()
+        await self._store.run(lambda repo: repo.intake_done_many(keys, now))
 
 
 def _unreadable(email: InboundEmail, error: Exception) -> InboundEmail:

@@ -7,7 +7,7 @@ gateways, and a new chat platform is a new implementation, never new core logic.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -79,6 +79,9 @@ class MailIntake(Protocol):
     async def pending_done(self, source: str) -> list[MailKey]: ...
 
     async def mark_done(self, key: MailKey) -> None: ...
+
+    async def mark_done_many(self, keys: Sequence[MailKey]) -> None:
+        """:meth:`mark_done` for a whole fetch batch, in one transaction."""
 
 
 class StoreUnavailable(Exception):

@@ -228,7 +228,8 @@ class PeeweeRepository:
         )
         ticket.id = row.id
         ticket.version = 0
-        self._save_tags(row.id, ticket.tags)
+        for name in sorted(set(ticket.tags)):  # a new ticket has none to compare with
+            m.TicketTag.create(ticket=row.id, name=name)
         return ticket
 
     @staticmethod
@@ -766,6 +767,18 @@ class PeeweeRepository:
             & (m.IntakeRecord.validity == key.validity)
             & (m.IntakeRecord.item == key.item)
         ).execute()
+
+    def intake_done_many(self, keys: Sequence[MailKey], now: datetime) -> None:
+        by_source: dict[tuple[str, int], list[str]] = {}
+        for key in keys:
+            by_source.setdefault((key.source, key.validity), []).append(_text(key.item))
+        for (source, validity), items in by_source.items():
+            for start in range(0, len(items), 500):
+                m.IntakeRecord.update(done_at=now).where(
+                    (m.IntakeRecord.source == source)
+                    & (m.IntakeRecord.validity == validity)
+                    & m.IntakeRecord.item.in_(items[start : start + 500])
+                ).execute()
 
     # --- queues ------------------------------------------------------------------------------
 

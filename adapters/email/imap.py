@@ -254,8 +254,7 @@ class ImapWatcher:
             finally:
                 if taken:
                     await self._imap(self._finish_sync, client, [int(k.item) for k in taken])
-                    for key in taken:
-                        await self._intake.mark_done(key)
+                    await self._intake.mark_done_many(taken)
         return count
 
     async def _finish_pending(self, client: Any, validity: int) -> None:
@@ -274,7 +273,7 @@ class ImapWatcher:
                 # Its UID means nothing any more; the message itself, if still there, is
                 # read again under the new UIDVALIDITY, found a duplicate, and flagged then.
                 log.info("%s: %s is from an old UIDVALIDITY; nothing to flag", self.source, key)
-            await self._intake.mark_done(key)
+        await self._intake.mark_done_many(pending)
 
     def _finish_sync(self, client: Any, uids: list[int]) -> None:
         """Mark taken-in messages on the server: \\Seen, and moved away in move mode."""

@@ -13,7 +13,7 @@ import email
 import email.policy
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -100,6 +100,10 @@ class FakeIntake:
     async def mark_done(self, key: MailKey) -> None:
         self.pending.pop(key, None)
         self.done.append(key)
+
+    async def mark_done_many(self, keys: Sequence[MailKey]) -> None:
+        for key in keys:
+            await self.mark_done(key)
 
     @property
     def ingested_ids(self) -> list[str]:
