@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bot.actions import Action, answer, lookup, moves, state
 from bot.config import Config, QueueConfig
 from bot.domain import Actor, Ticket, TicketError
-from bot.ports import Clock
+from bot.ports import Clock, StoreUnavailable
 from bot.repository import Repository, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ class ChatContext:
     room: str | None = None
     thread_ref: str | None = None
     ticket_number: str | None = None
+    #: The answer is seen by the asker alone (Discord's ephemeral answers). Otherwise an
+    #: answer given in a room is read by everyone there, so search lists only that
+    #: room's queues.
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,15 @@ class CommandService:
             result = await self._store.run(lambda repo: self._execute(repo, spec, request))
         except TicketError as exc:
             return CommandResult(False, str(exc))
+        except StoreUnavailable:
+            log.warning(
+                "%s by %s: the database is unavailable", request.name, request.actor.user_id
+            )
+            return CommandResult(False, "The database is busy or away; nothing changed. Try again.")
+        except Exception:
+            # a bug must not take the adapter down with it; nothing was committed
+            log.exception("%s by %s failed", request.name, request.actor.user_id)
+            return CommandResult(False, f"Sorry, {request.name} failed; nothing changed.")
         if result.ok:
             self._wake()
             log.info("%s by %s on %s", request.name, request.actor.user_id, result.ticket_number)
@@ -299,10 +312,20 @@ class CommandService:
     def _global(self, repo: Repository, request: CommandRequest) -> str:
         """Commands about no one ticket: search, history, templates, languages."""
         actor, args = request.actor, request.args
+        queues = lookup.visible_queues(self._config, actor)
+        context = request.context
+        if context.room is not None and not context.private:
+            # everyone in this room reads the answer: only this room's queues
+            queues = [
+                name
+                for name in queues
+                if self._config.queue(name).bindings(self._config).get(context.platform)
+                == context.room
+            ]
         if request.name == "search":
-            return lookup.search(self._config, repo, actor, args)
+            return lookup.search(repo, actor, args, queues)
         if request.name == "history":
-            return lookup.requester_history(self._config, repo, actor, args)
+            return lookup.requester_history(repo, args, queues)
         if request.name == "templates":
             return lookup.templates(self._config, actor)
         if request.name == "languages":

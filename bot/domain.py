@@ -221,9 +221,15 @@ class Ticket:
             self.state = TicketState.CLOSED_SUCCESSFUL
         else:
             self.state = TicketState.OPEN
+            self._owner_fresh(now)
         self.pending_until = None
         self.reminded_at = None
         self.updated_at = now
+
+    def _owner_fresh(self, now: datetime) -> None:
+        """Waiting time is not idle time: a claim's clock restarts when a ticket comes back."""
+        if self.owner is not None:
+            self.owner_active_at = now
 
     def merge_into(self, target: Ticket, now: datetime) -> None:
         if target.id == self.id:
@@ -258,6 +264,7 @@ class Ticket:
             self.state = TicketState.OPEN
             self.pending_until = None
             self.reminded_at = None
+            self._owner_fresh(now)
             return True
         return False
 

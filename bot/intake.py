@@ -215,7 +215,9 @@ class IntakeService:
     def _follow_up(
         self, repo: Repository, ticket: Ticket, email: InboundEmail, key: MailKey, now: datetime
     ) -> IntakeOutcome:
-        held = not email.auto_kind and not self._is_participant(repo, ticket, email)
+        # a stranger's mail is held even when it calls itself automatic: anyone can add
+        # an Auto-Submitted header to get text into someone else's ticket
+        held = not self._is_participant(repo, ticket, email)
         article = self._store_article(repo, ticket, email, now, held=held)
         channels = list(self._config.queue(ticket.queue).bindings(self._config))
         show = ticket.state is not TicketState.SPAM
@@ -224,6 +226,7 @@ class IntakeService:
             repo.audit(
                 now, SYSTEM, "ticket.held", ticket.id, f"from unknown sender {email.sender.email}"
             )
+            self._check_bounce(repo, ticket, email, now, channels if show else [])
         elif email.auto_kind:
             # out-of-office replies and bounces are recorded without changing the state
             repo.audit(

@@ -183,6 +183,10 @@ class OutboxDispatcher:
     # --- chat --------------------------------------------------------------------------------
 
     async def _chat(self, gateway: ChatGateway, item: OutboxItem) -> None:
+        pinned = item.payload.get("queue")
+        if item.kind == "ping" and isinstance(pinned, str):
+            await self._queue_ping(gateway, item, pinned)
+            return
         work = await self._store.run(lambda repo: self._load_chat_work(repo, gateway.name, item))
         if item.kind == "move_out":
             await self._move_out(gateway, work, item)
@@ -205,6 +209,16 @@ class OutboxDispatcher:
                 # after the ticket was made. Show the ticket here first, then this item.
                 work = await self._post_root_first(gateway, work, item)
             await self._carry_out(gateway, work, item)
+        await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
+
+    async def _queue_ping(self, gateway: ChatGateway, item: OutboxItem, queue_name: str) -> None:
+        """A post about a whole queue (the digest): in that queue's room, whatever happened
+        since to the ticket it was filed under."""
+        queue = self._config.find_queue(queue_name)
+        room = queue.bindings(self._config).get(gateway.name) if queue is not None else None
+        if room is not None:
+            users = [str(u) for u in item.payload.get("users", [])]
+            await gateway.post_ping(room, None, str(item.payload.get("text", "")), users, item.key)
         await self._store.run(lambda repo: repo.outbox_done(item.id, self._clock.now()))
 
     async def _carry_out(self, gateway: ChatGateway, work: _ChatWork, item: OutboxItem) -> None:
@@ -232,10 +246,13 @@ class OutboxDispatcher:
     async def _replay(
         self, gateway: ChatGateway, post: ChatPost, work: _ChatWork, item: OutboxItem
     ) -> None:
-        """A moved ticket's messages after the first, posted under its new root."""
+        """A moved ticket's messages after the first, posted under its new root (but not the
+        one ``item`` itself is about to post)."""
         views = await self._store.run(
             lambda repo: [
-                self._view(repo, gateway.name, a) for a in repo.articles(item.ticket_id)[1:]
+                self._view(repo, gateway.name, a)
+                for a in repo.articles(item.ticket_id)[1:]
+                if a.id != item.article_id
             ]
         )
         for index, view in enumerate(views):
@@ -270,6 +287,10 @@ class OutboxDispatcher:
         )
         ref = await gateway.post_ticket(work.room, work.ticket, first, f"{item.key}:root")
         post = ChatPost(item.ticket_id, gateway.name, work.room, ref)
+        if work.post is not None:
+            # shown elsewhere before: the ticket moved, and this item came first; the
+            # new room gets the history now (the move's own post then finds it done)
+            await self._replay(gateway, post, work, item)
         await self._store.run(lambda repo: repo.replace_chat_post(post, self._clock.now()))
         return replace(work, post=post)
 

@@ -68,7 +68,11 @@ class ReminderService:
         return report
 
     def _tick(self, repo: Repository, now: datetime) -> TickReport:
-        fell_due = sum(self._fall_due(repo, t, now) for t in repo.due_pending(now))
+        fell_due = sum(
+            self._fall_due(repo, t, now)
+            for t in repo.due_pending(now)
+            if self._config.find_queue(t.queue) is not None  # a queue removed from bot.toml
+        )
         lapsed = unclaimed = owner = 0
         speakers = repo.all_volunteer_languages()
         for ticket in repo.active_tickets():
@@ -218,7 +222,8 @@ class ReminderService:
             anchor = waiting[0] if waiting else None
             if anchor is None:
                 continue  # only pending tickets: nothing to anchor a post to, nothing waiting
-            self._ping(repo, anchor, now, text, [], in_thread=False)
+            # pinned to this queue: the anchor ticket may move before the post goes out
+            self._ping(repo, anchor, now, text, [], in_thread=False, queue=queue.name)
             sent += 1
         repo.audit(now, SYSTEM, "digest.sent", None, f"{sent} queue(s)")
         return sent
@@ -232,10 +237,13 @@ class ReminderService:
         users: Sequence[str],
         *,
         in_thread: bool,
+        queue: str | None = None,
     ) -> None:
-        queue = self._config.queue(ticket.queue)
-        payload = {"text": text, "users": list(users), "in_thread": in_thread}
-        for channel in queue.bindings(self._config):
+        target = self._config.queue(queue or ticket.queue)
+        payload: dict[str, object] = {"text": text, "users": list(users), "in_thread": in_thread}
+        if queue is not None:
+            payload["queue"] = queue
+        for channel in target.bindings(self._config):
             repo.enqueue(channel, "ping", ticket_id(ticket), now, payload=payload)
 
 

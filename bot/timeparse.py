@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 _PART = re.compile(r"(\d+)\s*(w|d|h|m|min|s)", re.IGNORECASE)
 _WHOLE = re.compile(r"^(\s*\d+\s*(w|d|h|m|min|s)\s*)+$", re.IGNORECASE)
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "min": 60, "s": 1}
+_MAX_SECONDS = 10 * 366 * 86400  # ten years: anything longer is a typo
 
 
 def parse_duration(text: str) -> timedelta | None:
@@ -19,7 +20,9 @@ def parse_duration(text: str) -> timedelta | None:
     if not _WHOLE.match(text or ""):
         return None
     seconds = sum(int(n) * _UNITS[unit.lower()] for n, unit in _PART.findall(text))
-    return timedelta(seconds=seconds) if seconds > 0 else None
+    if not 0 < seconds <= _MAX_SECONDS:
+        return None
+    return timedelta(seconds=seconds)
 
 
 def parse_when(text: str, now: datetime) -> datetime | None:
@@ -27,7 +30,10 @@ def parse_when(text: str, now: datetime) -> datetime | None:
     text = text.strip()
     duration = parse_duration(text)
     if duration is not None:
-        return now + duration
+        try:
+            return now + duration
+        except OverflowError:
+            return None
     for pattern in ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
         try:
             parsed = datetime.strptime(text, pattern)

@@ -113,7 +113,7 @@ def _postgres_text(terms: list[str], param: str) -> tuple[str, list[Any]]:
     """A ``WITH "matched"`` of the distinct ids of tickets with an article matching every term.
 
     The left side of ``@@`` is exactly the expression of the GIN index
-    ``article_search`` (``to_tsvector('simple', "subject" || ' ' || "body")``); any
+    ``article_search`` (``to_tsvector('simple', left("subject" || ' ' || "body", 100000))``); any
     other spelling would make PostgreSQL compute it for every article. The CTE is
     ``MATERIALIZED`` (PostgreSQL 12+) so the planner cannot fold it into a join: left
     to itself, with stale statistics, it may walk the tickets and recompute the
@@ -134,7 +134,7 @@ def _postgres_text(terms: list[str], param: str) -> tuple[str, list[Any]]:
     sql = (
         'WITH "matched" AS MATERIALIZED (SELECT DISTINCT a."ticket_id" AS "id" '
         'FROM "article" AS a '
-        "WHERE to_tsvector('simple', a.\"subject\" || ' ' || a.\"body\") "
+        "WHERE to_tsvector('simple', left(a.\"subject\" || ' ' || a.\"body\", 100000)) "
         f"@@ ({' && '.join(queries)}))"
     )
     return sql, params

@@ -493,8 +493,13 @@ class PeeweeRepository:
         m.OutboxEntry.update(state="done", done_at=now).where(m.OutboxEntry.id == item_id).execute()
 
     def outbox_retry(self, item_id: int, error: str, retry_at: datetime) -> None:
+        # back to pending: a reply the server refused for now was not sent, so an undo
+        # or !spam may still withdraw it before its retry
         m.OutboxEntry.update(
-            attempts=m.OutboxEntry.attempts + 1, last_error=error, next_attempt_at=retry_at
+            state="pending",
+            attempts=m.OutboxEntry.attempts + 1,
+            last_error=error,
+            next_attempt_at=retry_at,
         ).where(m.OutboxEntry.id == item_id).execute()
 
     def outbox_failed(self, item_id: int, error: str, now: datetime) -> None:

@@ -103,16 +103,18 @@ def context_for(
 ) -> ChatContext:
     """The core's view of where a command was given.
 
+    ``private``: every answer to an interaction is ephemeral, seen by the asker alone.
+
     ``message_id`` is the message a button or reaction belongs to: in a queue
     channel that is a ticket's root message. Inside a ticket's thread the thread is
     the ticket, whichever message in it was used.
     """
     if channels.is_ticket_thread(place):
-        return ChatContext(PLATFORM, str(place.parent_id), str(place.channel_id))
+        return ChatContext(PLATFORM, str(place.parent_id), str(place.channel_id), private=True)
     room = str(place.parent_id if place.parent_id is not None else place.channel_id)
     if message_id is not None and place.parent_id is None and place.channel_id in channels:
-        return ChatContext(PLATFORM, room, str(message_id))
-    return ChatContext(PLATFORM, room, None)
+        return ChatContext(PLATFORM, room, str(message_id), private=True)
+    return ChatContext(PLATFORM, room, None, private=True)
 
 
 def normalise_number(number: str | None) -> str | None:

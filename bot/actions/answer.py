@@ -88,7 +88,7 @@ def reply(action: Action) -> str:
         body = f"{text}\n\n{body}".strip() if body else text
     if not body:
         raise TicketError("Usage: reply [NUMBER] [--force] [--template NAME] TEXT")
-    previous = action.repo.last_article_of_kinds(action.ticket_id, [ArticleKind.INBOUND.value])
+    previous = requesters_last_mail(action)
     full = compose_reply(
         body, queue=queue, variables=variables, language=language, previous=previous
     )
@@ -116,7 +116,7 @@ def reply(action: Action) -> str:
         )
     )
     forced = ""
-    if ticket.owner is None:
+    if ticket.owner is None and not ticket.state.is_closed:
         ticket.claim(action.actor, action.now)
     elif ticket.owner != action.actor.user_id:
         forced = f" (forced over {ticket.owner_label}'s claim)"
@@ -145,6 +145,25 @@ def reply(action: Action) -> str:
     else:
         action.post("update_ticket")
     return f"Reply queued for {ticket.requester_email}."
+
+
+def requesters_last_mail(action: Action) -> Article | None:
+    """The mail a reply answers and quotes: the requester's own latest, written by a person.
+
+    Never an out-of-office or bounce, never mail held from a stranger, and never mail of
+    another sender (after a merge a ticket can hold several people's mail): quoting it
+    would send one person's words to another.
+    """
+    requester = action.ticket.requester_email.lower()
+    for article in reversed(action.repo.articles(action.ticket_id)):
+        if (
+            article.kind is ArticleKind.INBOUND
+            and not article.held
+            and not article.auto_kind
+            and article.author.lower() == requester
+        ):
+            return article
+    return None
 
 
 def note(action: Action) -> str:

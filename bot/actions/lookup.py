@@ -60,21 +60,24 @@ def show(repo: Repository, ticket: Ticket) -> str:
     return "\n".join(lines)
 
 
-def search(config: Config, repo: Repository, actor: Actor, args: str) -> str:
+def search(repo: Repository, actor: Actor, args: str, queues: list[str]) -> str:
+    """``queues``: those the asker works in, and, for an answer all of a room reads, that
+    room shows."""
     query, page = parse_search(args, actor.user_id)
-    queues = visible_queues(config, actor)
     if not queues:
-        raise TicketError("You are not a volunteer of any queue, so there is nothing to search.")
+        raise TicketError(
+            "You are not a volunteer of any queue shown here, so there is nothing to search."
+        )
     result = repo.search(query, queues, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     return format_results(result, page, PAGE_SIZE, args)
 
 
-def requester_history(config: Config, repo: Repository, actor: Actor, args: str) -> str:
+def requester_history(repo: Repository, args: str, queues: list[str]) -> str:
     address = args.strip().strip("<>").lower()
     if "@" not in address or " " in address:
         raise TicketError("Usage: history EMAIL, e.g. history maria@example.net")
-    queues = set(visible_queues(config, actor))
-    tickets = [t for t in repo.tickets_of_requester(address, 200) if t.queue in queues]
+    visible = set(queues)
+    tickets = [t for t in repo.tickets_of_requester(address, 200) if t.queue in visible]
     if not tickets:
         return f"No tickets from {address} in your queues."
     lines = [f"{len(tickets)} ticket(s) from {address} (newest first):"]

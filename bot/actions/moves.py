@@ -27,7 +27,8 @@ def move(action: Action) -> str:
     new_bindings = target.bindings(action.config)
     ticket.queue = target.name
     released = ""
-    if ticket.owner is not None and ticket.owner not in target.volunteers:
+    by_role = bool(ticket.owner and ticket.owner.startswith("discord:") and target.discord_roles)
+    if ticket.owner is not None and ticket.owner not in target.volunteers and not by_role:
         # access follows the target queue: a claim by someone who cannot act there ends
         released = f"; {ticket.owner_label}'s claim ends (not a volunteer there)"
         ticket.release(action.now)
@@ -80,6 +81,8 @@ def merge(action: Action, other: str) -> str:
             f"Ticket {target.number} is in queue {target.queue}, where you are not a volunteer."
         )
     source = action.ticket
+    if target.state is TicketState.SPAM:
+        raise TicketError(f"Ticket {target.number} is spam; merge into a real ticket.")
     if target.state.is_closed and target.state is not TicketState.MERGED:
         target.reopen(action.now)
     source.merge_into(target, action.now)

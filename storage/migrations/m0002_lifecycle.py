@@ -90,11 +90,13 @@ _SQLITE_SEARCH = [
     'INSERT INTO "article_fts"("article_fts") VALUES (\'rebuild\')',
 ]
 
-#: PostgreSQL: a GIN index on the same expression the search query uses.
+#: PostgreSQL: a GIN index on the same expression the search query uses. Only the first
+#: 100,000 characters are indexed: a tsvector is limited to 1 MB, and a longer mail
+#: would otherwise fail to be stored at all.
 _POSTGRES_SEARCH = [
     (
         'CREATE INDEX "article_search" ON "article" USING GIN '
-        "(to_tsvector('simple', \"subject\" || ' ' || \"body\"))"
+        "(to_tsvector('simple', left(\"subject\" || ' ' || \"body\", 100000)))"
     ),
 ]
 

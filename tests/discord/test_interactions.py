@@ -77,21 +77,21 @@ def test_actor_carries_platform_id_name_and_roles() -> None:
 def test_slash_inside_a_ticket_thread() -> None:
     request = request_from_slash("claim", None, "", ALICE, Place(THREAD, QUEUE), CHANNELS)
     assert request.name == "claim" and request.args == ""
-    assert request.context == ChatContext("discord", str(QUEUE), str(THREAD))
+    assert request.context == ChatContext("discord", str(QUEUE), str(THREAD), private=True)
 
 
 def test_slash_in_the_queue_channel_with_a_number() -> None:
     request = request_from_slash("close", f" #{NUMBER} ", "", ALICE, Place(QUEUE), CHANNELS)
     assert request.args == NUMBER
-    assert request.context == ChatContext("discord", str(QUEUE), None)
+    assert request.context == ChatContext("discord", str(QUEUE), None, private=True)
 
 
 def test_slash_elsewhere_names_that_channel_so_the_core_refuses_ticket_text() -> None:
     request = request_from_slash("show", NUMBER, "", ALICE, Place(ELSEWHERE), CHANNELS)
-    assert request.context == ChatContext("discord", str(ELSEWHERE), None)
+    assert request.context == ChatContext("discord", str(ELSEWHERE), None, private=True)
     # a thread that is not under a queue channel is no ticket thread
     other = request_from_slash("show", None, "", ALICE, Place(4001, ELSEWHERE), CHANNELS)
-    assert other.context == ChatContext("discord", str(ELSEWHERE), None)
+    assert other.context == ChatContext("discord", str(ELSEWHERE), None, private=True)
 
 
 def test_reply_text_follows_the_number() -> None:
@@ -128,7 +128,7 @@ def test_button_on_a_root_message() -> None:
     assert button_action("ticketbot:nope") is None and button_action("other:claim") is None
     request = request_from_button("close", "", ALICE, Place(QUEUE), ROOT, CHANNELS)
     assert request == CommandRequest(
-        actor_for(ALICE), "close", "", ChatContext("discord", str(QUEUE), str(ROOT))
+        actor_for(ALICE), "close", "", ChatContext("discord", str(QUEUE), str(ROOT), private=True)
     )
 
 
@@ -139,7 +139,7 @@ def test_args_follow_the_number_and_precede_the_text() -> None:
     assert pending.args == f"{NUMBER} 3d autoclose"
     in_thread = request_from_slash("move", None, "", ALICE, Place(THREAD, QUEUE), CHANNELS, "x")
     assert in_thread.args == "x"
-    assert in_thread.context == ChatContext("discord", str(QUEUE), str(THREAD))
+    assert in_thread.context == ChatContext("discord", str(QUEUE), str(THREAD), private=True)
     search = request_from_slash(
         "search", None, "", ALICE, Place(QUEUE), CHANNELS, args="state:open licence"
     )
@@ -167,7 +167,7 @@ def test_action_buttons_on_a_notice_in_the_thread() -> None:
     notice = 9876
     request = request_from_button("undo", "", ALICE, Place(THREAD, QUEUE), notice, CHANNELS)
     assert request == CommandRequest(
-        actor_for(ALICE), "undo", "", ChatContext("discord", str(QUEUE), str(THREAD))
+        actor_for(ALICE), "undo", "", ChatContext("discord", str(QUEUE), str(THREAD), private=True)
     )
     assert offered_buttons(["undo", "claim", "undo", "assign", "nope"]) == ["undo", "claim"]
 
@@ -199,17 +199,19 @@ def test_reactions() -> None:
     assert reaction_command("👍") is None
     on_root = request_from_reaction("✋", ALICE, Place(QUEUE), ROOT, CHANNELS)
     assert on_root is not None and on_root.name == "claim"
-    assert on_root.context == ChatContext("discord", str(QUEUE), str(ROOT))
+    assert on_root.context == ChatContext("discord", str(QUEUE), str(ROOT), private=True)
     # on any message inside the ticket's thread: the thread is the ticket
     in_thread = request_from_reaction("✅", ALICE, Place(THREAD, QUEUE), 9999, CHANNELS)
     assert in_thread is not None
-    assert in_thread.context == ChatContext("discord", str(QUEUE), str(THREAD))
+    assert in_thread.context == ChatContext("discord", str(QUEUE), str(THREAD), private=True)
     assert request_from_reaction("✋", ALICE, Place(ELSEWHERE), 1, CHANNELS) is None
     assert request_from_reaction("👍", ALICE, Place(QUEUE), 1, CHANNELS) is None
 
 
 def test_context_without_a_message_in_a_queue_channel() -> None:
-    assert context_for(Place(QUEUE), CHANNELS) == ChatContext("discord", str(QUEUE), None)
+    assert context_for(Place(QUEUE), CHANNELS) == ChatContext(
+        "discord", str(QUEUE), None, private=True
+    )
     assert CHANNELS.ids == [QUEUE, OTHER_QUEUE]
     assert CHANNELS.queue_of(Place(THREAD, OTHER_QUEUE)) == SALES
 
@@ -278,7 +280,7 @@ async def test_slash_defers_then_runs_then_confirms_ephemerally() -> None:
     assert executor.answers_before == [1]  # the defer went out before the database work
     [request] = executor.requests
     assert request.args == NUMBER and request.actor.user_id == "discord:66"
-    assert request.context == ChatContext("discord", str(QUEUE), None)
+    assert request.context == ChatContext("discord", str(QUEUE), None, private=True)
     defer, followup = interaction.log
     assert defer == ("defer", True, True)
     assert followup[0] == "followup" and followup[1] == "✋ Claimed by Alice"
@@ -348,7 +350,7 @@ async def test_reply_opens_a_modal_that_remembers_number_and_place() -> None:
     await handler.on_modal(submit, modal)  # type: ignore[arg-type]
     [request] = executor.requests
     assert request.name == "reply" and request.args == f"{NUMBER} Dear Mallory,\n\nfixed."
-    assert request.context == ChatContext("discord", str(QUEUE), None)
+    assert request.context == ChatContext("discord", str(QUEUE), None, private=True)
     assert submit.log[0] == ("defer", True, True)
 
 
@@ -362,7 +364,7 @@ async def test_note_button_opens_a_modal_for_the_clicked_ticket() -> None:
     await handler.on_modal(FakeInteraction(user(ALICE), QUEUE), modal)  # type: ignore[arg-type]
     [request] = executor.requests
     assert request.name == "note" and request.args == "called them"
-    assert request.context == ChatContext("discord", str(QUEUE), str(ROOT))
+    assert request.context == ChatContext("discord", str(QUEUE), str(ROOT), private=True)
 
 
 async def test_claim_button_runs_at_once() -> None:

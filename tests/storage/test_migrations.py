@@ -95,7 +95,8 @@ def test_a_first_release_database_with_data_is_upgraded(
         ).fetchall()
     else:
         found = db.execute_sql(
-            "SELECT id FROM article WHERE to_tsvector('simple', subject || ' ' || body) "
+            "SELECT id FROM article "
+            "WHERE to_tsvector('simple', left(subject || ' ' || body, 100000)) "
             "@@ plainto_tsquery('simple', 'lighthouse')"
         ).fetchall()
     assert [tuple(r) for r in found] == [(1,)]
