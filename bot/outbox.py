@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from bot.chat import ArticleView, ChatGateway, TicketView, article_view, ticket_view
 from bot.config import Config
 from bot.domain import Article, ArticleKind, SendState
+from bot.faults import checkpoint
 from bot.mail import Address, OutgoingEmail
 from bot.ports import Clock, MailSender, MailSendError, StoreUnavailable
 from bot.replies import strip_quoted
@@ -197,6 +198,7 @@ class OutboxDispatcher:
                 # a new ticket, or one moved here from another room: post it, and for a
                 # move its whole history, then it is this platform's root
                 ref = await gateway.post_ticket(work.room, work.ticket, work.first, item.key)
+                checkpoint("posted")
                 post = ChatPost(item.ticket_id, gateway.name, work.room, ref)
                 if item.payload.get("history"):
                     await self._replay(gateway, post, work, item)
@@ -356,6 +358,7 @@ class OutboxDispatcher:
         if article_id not in self._sent_unrecorded:
             assert message is not None
             await self._sender.send(message)
+            checkpoint("sent")
             self._sent_unrecorded.add(article_id)
             log.info(
                 "reply %s sent to %s", message.message_id, ", ".join(a.email for a in message.to)

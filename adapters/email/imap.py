@@ -37,6 +37,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from imapclient import IMAPClient
 
 from bot.config import ImapConfig
+from bot.faults import checkpoint
 from bot.mail import InboundEmail
 from bot.ports import MailIntake, MailKey, Scheduler
 
@@ -240,7 +241,11 @@ class ImapWatcher:
                         continue
                     key = MailKey(self.source, validity, str(uid))
                     try:
-                        await self._intake.ingest(self._parse(bytes(raw)), key)
+                        checkpoint("fetched")
+                        email = self._parse(bytes(raw))
+                        checkpoint("parsed")
+                        await self._intake.ingest(email, key)
+                        checkpoint("stored")
                     except Exception:
                         log.error(
                             "%s: taking in UID %d failed; it stays unflagged and is tried again",
@@ -254,6 +259,7 @@ class ImapWatcher:
             finally:
                 if taken:
                     await self._imap(self._finish_sync, client, [int(k.item) for k in taken])
+                    checkpoint("flagged")
                     await self._intake.mark_done_many(taken)
         return count
 
