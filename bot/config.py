@@ -140,6 +140,16 @@ class AutoResponseConfig:
     max_per_sender_per_day: int = 3
 
 
+@dataclass(frozen=True)
+class FloodConfig:
+    """Past ``threshold`` new tickets from one sender within ``window``, further mail from
+    them is grouped into one ticket instead of a post each (0: never)."""
+
+    threshold: int = 20
+    window: timedelta = timedelta(hours=1)
+    notice_every: int = 100
+
+
 #: The variables a template, salutation, signature or auto-response may use.
 TEMPLATE_VARIABLES = frozenset(
     {"requester_name", "requester_email", "ticket_number", "volunteer_name", "queue", "subject"}
@@ -230,6 +240,7 @@ class Config:
     log_level: str = "INFO"
     reminders: RemindersConfig = RemindersConfig()
     autoresponse: AutoResponseConfig = AutoResponseConfig()
+    flood: FloodConfig = FloodConfig()
     #: Reply templates: name -> language -> text.
     templates: Mapping[str, Texts] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
@@ -499,6 +510,23 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
             raise ConfigError("autoresponse.max_per_sender_per_day", "must be 0 or more")
         section.finish()
 
+    flood = FloodConfig()
+    if (section := root.table("flood")) is not None:
+        window = section.duration("window", flood.window)
+        if window is None:
+            raise ConfigError(
+                "flood.window",
+                'must be a duration like "1h" (use threshold = 0 to turn grouping off)',
+            )
+        flood = FloodConfig(
+            threshold=section.get("threshold", int, flood.threshold),
+            window=window,
+            notice_every=section.positive("notice_every", int, flood.notice_every),
+        )
+        if flood.threshold < 0:
+            raise ConfigError("flood.threshold", "must be 0 (off) or more")
+        section.finish()
+
     templates: dict[str, Texts] = {}
     if (section := root.table("templates")) is not None:
         for name in section.data:
@@ -543,6 +571,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         log_level=log_level,
         reminders=reminders,
         autoresponse=autoresponse,
+        flood=flood,
         templates=templates,
         rules=rules,
     )

@@ -34,6 +34,7 @@ from bot.replies import Variables, acknowledgement
 from bot.repository import Repository, Store
 from bot.routing import reply_subject, route_queue, ticket_number_in_subject
 from bot.rules import RuleInput, decide
+from bot.timeparse import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,10 @@ class IntakeService:
         now: datetime,
         linked_to: Ticket | None = None,
     ) -> IntakeOutcome:
+        requester = (email.reply_to[0] if email.reply_to else email.sender).email
+        flooding = self._flooding(repo, requester, now)
+        if isinstance(flooding, Ticket):
+            return self._group(repo, flooding, email, key, now)
         sender = email.sender.email.lower()
         marks = frozenset(repo.sender_marks(sender)) if sender else frozenset()
         routing = self._route(email, language, marks)
@@ -154,7 +159,7 @@ class IntakeService:
                 number=number,
                 queue=routing.queue,
                 subject=email.subject,
-                requester_email=(email.reply_to[0] if email.reply_to else email.sender).email,
+                requester_email=requester,
                 requester_name=email.sender.name,
                 created_at=now,
                 updated_at=now,
@@ -173,10 +178,76 @@ class IntakeService:
         if not routing.spam:
             for channel in self._config.queue(ticket.queue).bindings(self._config):
                 repo.enqueue(channel, "post_ticket", _id(ticket), now)
-            self._acknowledge(repo, ticket, email, article, "new", now)
+            if flooding is False:
+                self._start_flood(repo, ticket, now)
+            else:
+                self._acknowledge(repo, ticket, email, article, "new", now)
         repo.record_intake(key, email.message_id, ticket.id, now)
         self._advance_cursor(repo, key)
         return IntakeOutcome(ticket.number, True, False)
+
+    # --- floods --------------------------------------------------------------------------------
+
+    def _flooding(self, repo: Repository, requester: str, now: datetime) -> Ticket | bool | None:
+        """None: no flood. False: this mail starts one (it becomes the flood's ticket).
+        A ticket: the flood's ticket, which this mail joins without a post of its own."""
+        flood = self._config.flood
+        if flood.threshold == 0 or not requester:
+            return None
+        since = now - flood.window
+        if repo.tickets_from_since(requester, since) < flood.threshold:
+            return None
+        return repo.flood_ticket(requester, since) or False
+
+    def _start_flood(self, repo: Repository, ticket: Ticket, now: datetime) -> None:
+        flood = self._config.flood
+        ticket.tags = tuple(sorted({*ticket.tags, "flood"}))
+        repo.save_ticket(ticket)
+        repo.audit(
+            now,
+            SYSTEM,
+            "ticket.flood",
+            ticket.id,
+            f"{flood.threshold}+ tickets from {ticket.requester_email} within {flood.window}",
+        )
+        log.warning(
+            "flood: %s opened %d+ tickets within %s; grouping further mail into ticket %s",
+            ticket.requester_email,
+            flood.threshold,
+            flood.window,
+            ticket.number,
+        )
+        announce(
+            self._config,
+            repo,
+            ticket,
+            now,
+            f"🌊 {ticket.requester_email} sent {flood.threshold}+ new mails within "
+            f"{format_duration(flood.window)}: more mail from them is grouped in this ticket, "
+            "not posted one by one (show lists it; spam stops it).",
+        )
+
+    def _group(
+        self, repo: Repository, ticket: Ticket, email: InboundEmail, key: MailKey, now: datetime
+    ) -> IntakeOutcome:
+        """A flood's next mail: stored in the flood's ticket, counted, not posted; nothing
+        is lost, and the queue's room stays readable for everyone else's mail."""
+        self._store_article(repo, ticket, email, now)
+        grouped = repo.article_count(_id(ticket))
+        every = self._config.flood.notice_every
+        channels = self._config.queue(ticket.queue).bindings(self._config)
+        if ticket.state is not TicketState.SPAM and (grouped % every == 0):
+            for channel in channels:
+                repo.enqueue(
+                    channel,
+                    "notice",
+                    _id(ticket),
+                    now,
+                    payload={"text": f"🌊 {grouped} mails grouped in this ticket so far"},
+                )
+        repo.record_intake(key, email.message_id, ticket.id, now)
+        self._advance_cursor(repo, key)
+        return IntakeOutcome(ticket.number, False, False)
 
     def _route(self, email: InboundEmail, language: str, marks: frozenset[str]) -> _Routing:
         """The queue by address, then the rules; the reason is written to the ticket's history."""

@@ -170,6 +170,14 @@ class Repository(Protocol):
 
     def last_article_of_kinds(self, ticket_id: int, kinds: Sequence[str]) -> Article | None: ...
 
+    def tickets_from_since(self, address: str, since: datetime) -> int:
+        """How many tickets this requester address opened since then (flood detection)."""
+
+    def flood_ticket(self, address: str, since: datetime) -> Ticket | None:
+        """The newest ticket tagged ``flood`` of this requester opened since then."""
+
+    def article_count(self, ticket_id: int) -> int: ...
+
     def mark_sender(self, address: str, kind: str, at: datetime, detail: str = "") -> None: ...
 
     def sender_marks(self, address: str) -> set[str]: ...

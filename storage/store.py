@@ -657,6 +657,31 @@ class PeeweeRepository:
             return None
         return self._article(row, self._attachment_infos([row.id]).get(row.id, []))
 
+    def tickets_from_since(self, address: str, since: datetime) -> int:
+        return int(
+            m.Ticket.select()
+            .where((m.Ticket.requester_email == _text(address)) & (m.Ticket.created_at >= since))
+            .count()
+        )
+
+    def flood_ticket(self, address: str, since: datetime) -> domain.Ticket | None:
+        row = (
+            self._ticket_query()
+            .join_from(m.Ticket, m.TicketTag)
+            .where(
+                (m.Ticket.requester_email == _text(address))
+                & (m.Ticket.created_at >= since)
+                & (m.TicketTag.name == "flood")
+                & (m.Ticket.state != "merged")
+            )
+            .order_by(m.Ticket.id.desc())
+            .first()
+        )
+        return self._ticket(row) if row else None
+
+    def article_count(self, ticket_id: int) -> int:
+        return int(m.Article.select().where(m.Article.ticket == ticket_id).count())
+
     def mark_sender(self, address: str, kind: str, at: datetime, detail: str = "") -> None:
         m.SenderMark.insert(
             address=_text(address.lower()), kind=kind, at=at, detail=_text(detail)
