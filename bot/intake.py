@@ -85,6 +85,22 @@ class IntakeService:
             log.exception("mail %s (%s) could not be stored as parsed", key.item, email.message_id)
             fallback = _unreadable(email, exc)
             outcome = await self._store.run(lambda repo: self._ingest(repo, fallback, key, ""))
+        if not outcome.duplicate and (email.dropped_attachments or email.parse_defects):
+            what = [*email.parse_defects[:10]]
+            if email.dropped_attachments:
+                names = ", ".join(email.dropped_attachments[:5])
+                more = len(email.dropped_attachments) - 5
+                what.append(
+                    f"attachments not kept, over the limit: {names}"
+                    + (f" and {more} more" if more > 0 else "")
+                )
+            log.warning(
+                "mail %s (%s) for ticket %s: %s",
+                key.item,
+                email.message_id,
+                outcome.ticket_number,
+                "; ".join(what),
+            )
         if not outcome.duplicate:
             self._wake()
             log.info(
@@ -488,8 +504,27 @@ class IntakeService:
                 auto_kind=email.auto_kind,
                 held=held,
             ),
-            raw=email.raw,
+            raw=self._evidence(email),
             attachments=email.attachments,
+        )
+
+    def _evidence(self, email: InboundEmail) -> bytes:
+        """The raw mail to keep: whole, unless it is bigger than the attachment limits allow.
+
+        Parts over the limits are not kept as attachments; keeping them inside the raw copy
+        would fill the database all the same. An oversized mail keeps its header block.
+        """
+        limit = self._config.mail.max_total_attachment_bytes + 1024 * 1024
+        if len(email.raw) <= limit:
+            return email.raw
+        head, _, _ = email.raw.partition(b"\r\n\r\n")
+        if len(head) == len(email.raw):
+            head = email.raw.partition(b"\n\n")[0]
+        return (
+            head[:262144]
+            + b"\r\n\r\n[ticketbot: the original message ("
+            + str(len(email.raw)).encode()
+            + b" bytes) was over the size limit; only its headers are kept]\r\n"
         )
 
     def _find_follow_up_target(self, repo: Repository, email: InboundEmail) -> Ticket | None:
@@ -590,4 +625,7 @@ def _body_with_notes(email: InboundEmail) -> str:
     if email.dropped_attachments:
         dropped = "\n".join(f"- {name}" for name in email.dropped_attachments)
         body += f"\n\n[ticketbot: attachments not kept, over the size limit]\n{dropped}"
+    cut = [d for d in email.parse_defects if "ignored" in d or "headers only" in d]
+    if cut:
+        body += "\n\n[ticketbot: parts of this mail were not read: " + "; ".join(cut) + "]"
     return body

@@ -51,6 +51,8 @@ AfterIntake = Literal["flag", "move"]
 
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
+#: Mails up to this size are parsed on the event loop (a thread hand-off costs more).
+_PARSE_INLINE_BYTES = 1_000_000
 FETCH_BATCH = 50  # messages per FETCH: bounded memory, few round trips
 STORE_BATCH = 500  # UIDs per STORE/MOVE command when finishing pending messages
 IDLE_MAX_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30 min logout
@@ -242,7 +244,13 @@ class ImapWatcher:
                     key = MailKey(self.source, validity, str(uid))
                     try:
                         checkpoint("fetched")
-                        email = self._parse(bytes(raw))
+                        data = bytes(raw)
+                        if len(data) > _PARSE_INLINE_BYTES:
+                            # a big mail takes seconds to parse: not on the event loop,
+                            # where chat and commands would stand still meanwhile
+                            email = await asyncio.to_thread(self._parse, data)
+                        else:
+                            email = self._parse(data)
                         checkpoint("parsed")
                         await self._intake.ingest(email, key)
                         checkpoint("stored")

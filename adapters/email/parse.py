@@ -68,6 +68,9 @@ STRICT_ADDRESS_BUDGET = 20_000
 #: MIME headers are cut to this size before their parameters are read (quadratic, too).
 MAX_MIME_HEADER_CHARS = 8_000
 #: Longest filename kept for an attachment.
+#: A part over the limits is still decoded when small, to name its exact size; a big one
+#: is dropped on its encoded size alone, never decoded.
+_DECODE_ANYWAY_BYTES = 1_000_000
 MAX_FILENAME_CHARS = 200
 #: Longest message id accepted (the RFC 5322 line length limit).
 MAX_MESSAGE_ID_CHARS = 998
@@ -540,12 +543,28 @@ class _Parser:
             part, "content-type", "name"
         )
 
+    def encoded_size(self, part: Message) -> int:
+        """A lower bound of the decoded size, read from the encoded text without decoding."""
+        raw: Any = part.get_payload()
+        if not isinstance(raw, str):
+            return 0
+        encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+        if encoding == "base64":
+            return (len(raw) * 3) // 4 * 76 // 78  # less the line breaks
+        if encoding == "quoted-printable":
+            return len(raw) // 3
+        return len(raw)
+
     def payload(self, part: Message) -> bytes:
         """The part's body with its transfer encoding undone (lenient for broken base64)."""
         data: Any = self.guard("payload", lambda: part.get_payload(decode=True), None)
         return data if isinstance(data, bytes) else b""
 
     def text_segment(self, part: Message, kind: str) -> list[tuple[str, str]]:
+        cut = _cut_size(part)
+        if cut is not None:
+            note = f"[ticketbot: a text part of about {cut} bytes was over the size limit]"
+            return [(kind, note)]
         text = _decode_bytes(
             self.payload(part), self.param(part, "content-type", "charset"), self.defects
         )
@@ -573,6 +592,18 @@ class _Parser:
             if data is None:
                 return
         else:
+            cut = _cut_size(part)
+            if cut is not None:
+                self.dropped.append(f"{name} (about {cut} bytes, over the limit)")
+                return
+            estimate = self.encoded_size(part)
+            too_big = estimate > self.max_attachment_bytes or (
+                self.total_bytes + estimate > self.max_total_bytes
+            )
+            if too_big and estimate > _DECODE_ANYWAY_BYTES:
+                # known to be too big from its encoded length: never decode it
+                self.dropped.append(f"{name} (about {estimate} bytes, over the limit)")
+                return
             data = self.payload(part)
         size = len(data)
         if size > self.max_attachment_bytes or self.total_bytes + size > self.max_total_bytes:
@@ -616,7 +647,8 @@ class _Parser:
     def read_message(self) -> tuple[Message, bool]:
         """The parsed message and whether its body is usable (False: headers only)."""
         try:
-            return email.message_from_bytes(self.raw, policy=_STRUCTURE_POLICY), True
+            source = _shrink_big_blocks(self.raw, self.max_attachment_bytes)
+            return email.message_from_bytes(source, policy=_STRUCTURE_POLICY), True
         except Exception as exc:  # e.g. RecursionError on absurdly nested MIME
             self.defects.add(f"MIME structure unreadable ({type(exc).__name__}); headers only")
         try:
@@ -683,6 +715,60 @@ def _choose_alternative(results: Iterable[list[tuple[str, str]]]) -> list[tuple[
         if option:
             return option
     return []
+
+
+_CUT_MARK = "ticketbotcut"
+_CUT_LINE = re.compile(rb"[A-Za-z0-9+/=]{40,100}\r?\n")
+
+
+def _shrink_big_blocks(raw: bytes, keep_bytes: int) -> bytes:
+    """``raw`` with every base64 block too big to keep replaced by a one-line mark.
+
+    Python's mail parser holds a part in several copies, so a 50 MB attachment costs
+    half a gigabyte to parse only to be dropped. A block of base64 lines longer than
+    any attachment may be is cut here, before parsing, into ``ticketbotcutNNN`` (its
+    decoded size); :meth:`_Parser.attach` names it as dropped. Small mail is returned as
+    it is; the stored original is never this copy.
+    """
+    encoded_limit = keep_bytes * 4 // 3 + 4096
+    if len(raw) <= 2 * encoded_limit:
+        return raw
+    pieces: list[bytes] = []
+    kept_from = 0
+    block_start = -1
+    pos = 0
+    size = len(raw)
+    while pos < size:
+        end = raw.find(b"\n", pos)
+        end = size if end == -1 else end + 1
+        match = _CUT_LINE.match(raw, pos, end)
+        if match is not None and match.end() == end:
+            if block_start < 0:
+                block_start = pos
+        elif block_start >= 0:
+            if pos - block_start > encoded_limit:
+                pieces.append(raw[kept_from:block_start])
+                pieces.append(f"{_CUT_MARK}{(pos - block_start) * 3 // 4 * 76 // 78}\r\n".encode())
+                kept_from = pos
+            block_start = -1
+        pos = end
+    if block_start >= 0 and size - block_start > encoded_limit:
+        pieces.append(raw[kept_from:block_start])
+        pieces.append(f"{_CUT_MARK}{(size - block_start) * 3 // 4 * 76 // 78}\r\n".encode())
+        kept_from = size
+    if not pieces:
+        return raw
+    pieces.append(raw[kept_from:])
+    return b"".join(pieces)
+
+
+def _cut_size(part: Message) -> int | None:
+    """The size of a block :func:`_shrink_big_blocks` cut out of this part, if it did."""
+    payload: Any = part.get_payload()
+    if isinstance(payload, str) and payload.startswith(_CUT_MARK):
+        digits = payload[len(_CUT_MARK) :].partition("\n")[0].strip()
+        return int(digits) if digits.isdigit() else 0
+    return None
 
 
 def parse_email(

@@ -811,3 +811,37 @@ def test_parse_email_never_raises_on_structured_random_mail(raw: bytes, limit: i
         assert "\r" not in address.email + address.name
     assert "\r" not in mail.text
     assert mail.auto_kind in ("", "bounce", "auto-replied", "bulk")
+
+
+def _big_mail(size: int, ctype: str = "video/mp4; name=v.mp4") -> bytes:
+    data = base64.encodebytes(bytes(range(256)) * (size // 256)).replace(b"\n", b"\r\n")
+    return (
+        b"From: a@example.net\r\nTo: info@example.org\r\nSubject: big\r\n"
+        b"Message-ID: <big@example.net>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=BB\r\n\r\n--BB\r\n"
+        b"Content-Type: text/plain\r\n\r\nhello\r\n--BB\r\n"
+        b"Content-Type: "
+        + ctype.encode()
+        + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + data
+        + b"\r\n--BB\r\nContent-Type: text/plain; name=small.txt\r\n"
+        b"Content-Disposition: attachment; filename=small.txt\r\n\r\nsmall\r\n--BB--\r\n"
+    )
+
+
+def test_a_huge_base64_part_is_dropped_without_being_parsed() -> None:
+    raw = _big_mail(12_000_000)
+    started = time.perf_counter()
+    mail = parse_email(raw, max_attachment_bytes=1_000_000)
+    assert time.perf_counter() - started < 5
+    assert mail.text == "hello"
+    (dropped,) = mail.dropped_attachments
+    assert dropped.startswith("v.mp4 (about ") and dropped.endswith(" bytes, over the limit)")
+    assert 11_000_000 < int(dropped.split()[2]) < 13_000_000
+    assert [a.filename for a in mail.attachments] == ["small.txt"]
+    assert mail.raw == raw, "the original is untouched"
+
+
+def test_a_huge_text_part_is_noted_not_shown() -> None:
+    mail = parse_email(_big_mail(12_000_000, "text/plain"), max_attachment_bytes=1_000_000)
+    assert "a text part of about" in mail.text and "over the size limit" in mail.text
