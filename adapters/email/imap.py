@@ -335,6 +335,11 @@ class ImapWatcher:
                 if any(_is_new_mail(response) for response in responses):
                     log.debug("%s: new mail announced", self.source)
                     break
+                if any(_is_no(response) for response in responses):
+                    # e.g. the folder was deleted and re-created: look again now rather
+                    # than at the next IDLE renewal
+                    log.info("%s: the server reported a problem during IDLE; checking", self.source)
+                    break
                 if any(_is_bye(response) for response in responses):
                     await self._disconnect(polite=False)
                     raise ConnectionError("the server closed the connection during IDLE")
@@ -484,6 +489,10 @@ def _is_new_mail(response: Any) -> bool:
         and isinstance(response[0], int)
         and response[1] in (b"EXISTS", b"RECENT")
     )
+
+
+def _is_no(response: Any) -> bool:
+    return isinstance(response, tuple) and len(response) >= 1 and response[0] == b"NO"
 
 
 def _is_bye(response: Any) -> bool:
