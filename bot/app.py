@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any, TextIO
 
 from adapters.console.gateway import ConsoleGateway
@@ -24,15 +27,105 @@ from adapters.language import Py3LangidDetector
 from adapters.scheduler import ApScheduler
 from bot.chat import ChatGateway
 from bot.commands import CommandService
-from bot.config import Config
+from bot.config import BackupConfig, Config
 from bot.domain import Actor
 from bot.intake import IntakeService
 from bot.outbox import OutboxDispatcher
-from bot.ports import Clock, MailSender, SystemClock
+from bot.ports import Clock, MailSender, StoreUnavailable, SystemClock
 from bot.reminders import ReminderService
+from storage.backup import BackupReport, backup, backup_name, prune_backups, url_kind
 from storage.store import SqlStore
 
 log = logging.getLogger(__name__)
+
+
+#: How often the backup job looks at the clock; the day's backup runs at the first look
+#: after [backup] at.
+BACKUP_CHECK_SECONDS = 300.0
+#: After a failed backup, the next try waits this long (a full disk is not fixed in 5 min).
+BACKUP_RETRY = timedelta(hours=1)
+_BACKUP_KEY = "backup.last_day"
+
+
+class DailyBackup:
+    """Once a day after ``[backup] at`` (UTC): a checked backup into ``[backup] path``, then
+    all but the ``keep`` newest pruned.
+
+    The day of the last good backup is kept in ``job_state``, so a restart neither
+    repeats nor skips it. The copy runs in a thread (the event loop goes on); a failure
+    is logged, retried an hour later, and never stops the bot.
+    """
+
+    def __init__(
+        self,
+        config: BackupConfig,
+        url: str,
+        store: SqlStore,
+        clock: Clock,
+        *,
+        backup_fn: Callable[..., BackupReport] = backup,
+        prune_fn: Callable[[Path, int], list[Path]] = prune_backups,
+    ) -> None:
+        self._config = config
+        self._url = url
+        self._store = store
+        self._clock = clock
+        self._backup = backup_fn
+        self._prune = prune_fn
+        self._retry_after: datetime | None = None
+        self.failures = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._config.at is not None and not self._url.endswith(":memory:")
+
+    async def tick(self) -> BackupReport | None:
+        """Take the day's backup if it is due; the report, or None when nothing ran."""
+        try:
+            return await self._tick()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures += 1
+            self._retry_after = self._clock.now() + BACKUP_RETRY
+            log.error(
+                "daily backup failed (the bot goes on; next try after %s UTC): %s",
+                f"{self._retry_after:%H:%M}",
+                exc,
+            )
+            return None
+
+    async def _tick(self) -> BackupReport | None:
+        at = self._config.at
+        now = self._clock.now()
+        if at is None or not self.enabled or now.time() < at:
+            return None
+        if self._retry_after is not None and now < self._retry_after:
+            return None
+        today = now.date().isoformat()
+        if await self._store.run(lambda repo: repo.job_state(_BACKUP_KEY)) == today:
+            return None
+        folder = self._config.path
+        target = folder / backup_name(url_kind(self._url), now)
+        log.info("daily backup: writing %s", target)
+        report = await asyncio.to_thread(self._write, folder, target)
+        await self._store.run(lambda repo: repo.set_job_state(_BACKUP_KEY, today))
+        self._retry_after = None
+        log.info(
+            "daily backup written and checked: %s (%s)", report.path, report.contents.describe()
+        )
+        try:
+            removed = await asyncio.to_thread(self._prune, folder, self._config.keep)
+        except Exception as exc:  # the backup is good; pruning is tried again tomorrow
+            log.error("daily backup: pruning old backups in %s failed: %s", folder, exc)
+        else:
+            for path in removed:
+                log.info("daily backup: removed old backup %s", path)
+        return report
+
+    def _write(self, folder: Path, target: Path) -> BackupReport:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self._backup(self._url, target, progress=lambda message: log.debug("%s", message))
 
 
 @dataclass
@@ -50,6 +143,7 @@ class App:
     discord: Any = None  # adapters.discord.DiscordAdapter, likewise
     console: ConsoleRepl | None = None
     gateways: dict[str, ChatGateway] = field(default_factory=dict)
+    backups: DailyBackup | None = None
 
     async def check_mail_once(self) -> int:
         """Take in what is waiting in the mail sources now (the demo and tests use it)."""
@@ -85,6 +179,12 @@ class App:
                     self.config.reminders.check_seconds,
                     partial(_discard, self.reminders.tick),
                 )
+                if self.backups is not None and self.backups.enabled:
+                    self.scheduler.every(
+                        "daily-backup",
+                        BACKUP_CHECK_SECONDS,
+                        partial(_discard, self.backups.tick),
+                    )
                 if self.imap is not None:
                     background.append(group.create_task(self.imap.run(), name="imap"))
                 if self.matrix is not None:
@@ -130,6 +230,28 @@ def _mail_sender(config: Config) -> MailSender:
     return FileSender(config.mail.files.path)
 
 
+async def open_store(config: Config, *, longest_wait: float = 60.0) -> SqlStore:
+    """Open the database, waiting while it is locked, read-only or away.
+
+    A bot started by a supervisor while its database is unavailable would otherwise exit
+    and be restarted in a loop; it says what is wrong, once a try, and carries on when it
+    can.
+    """
+    delay = 1.0
+    while True:
+        store: SqlStore | None = None
+        try:
+            store = await SqlStore.open(config.storage.url)
+            await store.run(lambda repo: repo.sync_queues([q.name for q in config.queues]))
+            return store
+        except StoreUnavailable as exc:
+            if store is not None:
+                await store.close()
+            log.warning("the database is unavailable (%s); trying again in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest_wait)
+
+
 async def build_app(
     config: Config,
     *,
@@ -141,8 +263,7 @@ async def build_app(
 ) -> App:
     """Open storage and build every part; nothing connects to chat or mail yet."""
     clock = clock or SystemClock()
-    store = await SqlStore.open(config.storage.url)
-    await store.run(lambda repo: repo.sync_queues([q.name for q in config.queues]))
+    store = await open_store(config)
 
     wake_targets: list[OutboxDispatcher] = []
 
@@ -216,4 +337,5 @@ async def build_app(
         discord=discord,
         console=console,
         gateways=gateways,
+        backups=DailyBackup(config.backup, config.storage.url, store, clock),
     )

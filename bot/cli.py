@@ -1,4 +1,5 @@
-"""The ``ticketbot`` command line: run, demo, check-config, route, backup, restore."""
+"""The ``ticketbot`` command line: run, demo, check-config, route, backup, restore, erase,
+retention."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ examples:
   ticketbot run --config /etc/ticketbot/bot.toml
   ticketbot backup /var/backups/ticketbot/ --keep 14   a checked copy, while the bot runs
   ticketbot restore FILE --config new.toml             into an empty database, verified
+  ticketbot erase --requester maria@example.net        what erasing her data would do
+  ticketbot retention                                  which old closed tickets would go
 """
 
 BACKUP_DESCRIPTION = """\
@@ -94,6 +97,77 @@ examples:
   createdb -O ticketbot ticketbot_restored
   ticketbot restore /var/backups/ticketbot/ticketbot-20261123-021500.dump --config restored.toml
       PostgreSQL: into a new, empty database that restored.toml's storage.url names
+"""
+
+ERASE_DESCRIPTION = """\
+Erase the personal data of one requester (a GDPR erasure request), as an explicit,
+audited, confirmed admin action.
+
+Without --confirm this is a dry run: it lists the tickets where ADDRESS is the
+requester, their mail on other tickets, and how many articles, raw mails,
+attachments, history lines and outbox entries would change, prints a confirmation
+code derived from that list, and changes nothing.
+
+With --confirm CODE, and only if CODE still matches what would be done (a new mail
+from them, or a typo, makes it stale and it is refused):
+  1. a backup of the whole database is written to [backup] path (or --backup-dir)
+     and checked; if it fails, nothing is changed;
+  2. in one transaction: subjects, bodies, authors and recipients of those articles
+     become "[erased]"; their raw mails and attachments are deleted; the tickets'
+     requester becomes erased-<hash>@erased.invalid and their subject "[erased]"; the
+     address is cut out of history lines; their outbox entries are emptied (waiting
+     ones cancelled); sender marks and auto-response records of the address are
+     deleted;
+  3. a tombstone data.erased is written to the audit log: who (--by, or the OS
+     user), when, the counts, and the sha256 of the address, never the address.
+The tickets stay, with their numbers, states and history. Messages already posted
+in chat rooms are not reached: redact them there. The backup (and older ones) still
+hold the data until they are pruned.
+
+Exit status: 0 erased, or the dry run was shown; 1 refused (wrong or stale code,
+failed backup) or failed, nothing changed; 2 invalid configuration or address.
+"""
+
+ERASE_EPILOG = """\
+examples:
+  ticketbot erase --requester maria@example.net --config /etc/ticketbot/bot.toml
+      the dry run: what would be erased, and the confirmation code (say 3f9a01bc)
+  ticketbot erase --requester maria@example.net --confirm 3f9a01bc --by alice \\
+      --config /etc/ticketbot/bot.toml
+      back up, erase, and record that alice did it
+"""
+
+RETENTION_DESCRIPTION = """\
+Remove closed tickets whose last change is older than [retention] closed_after (for
+example "2y"), after archiving them. Off unless closed_after is set.
+
+Without --confirm this is a dry run: it lists the candidates (closed_successful,
+closed_unsuccessful, merged and spam tickets only: never new, open or pending ones),
+how many of all tickets they are, and a confirmation code; nothing changes.
+
+Guards: a run that would remove more than [retention] max_share of all tickets
+(default 0.2) is refused, saying by how many; a ticket with outbox work still
+waiting, or one a kept ticket refers to (merged into it, continuing it), is kept.
+
+With --confirm CODE, and only if CODE still matches: a backup is written to [backup]
+path (or --backup-dir) and checked; every candidate is exported with its articles,
+raw mails, attachments (base64), tags, history and outbox to one JSON Lines file in
+[retention] archive_dir, which is then read back and checked (every row there, every
+file matching its sha256); only then are the tickets deleted, in one transaction.
+History lines stay, unlinked from the ticket, and a data.retained tombstone names
+the archive and its sha256.
+
+Exit status: 0 removed, nothing to remove, or the dry run was shown; 1 refused (share
+guard, wrong or stale code, failed backup or archive check), nothing removed; 2
+invalid configuration, or retention is off.
+"""
+
+RETENTION_EPILOG = """\
+examples:
+  ticketbot retention --config /etc/ticketbot/bot.toml
+      the dry run: candidates, share of all tickets, the confirmation code (say 9c1e77d0)
+  ticketbot retention --confirm 9c1e77d0 --config /etc/ticketbot/bot.toml
+      back up, archive to [retention] archive_dir, verify the archive, remove
 """
 
 
@@ -216,7 +290,46 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     restore.add_argument("path", metavar="PATH", help="a file written by ticketbot backup")
+    erase = sub.add_parser(
+        "erase",
+        parents=[common],
+        help="erase one requester's personal data (dry run unless --confirm)",
+        description=ERASE_DESCRIPTION,
+        epilog=ERASE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    erase.add_argument(
+        "--requester", required=True, metavar="ADDRESS", help="the requester's email address"
+    )
+    _maintenance_arguments(erase)
+    retention = sub.add_parser(
+        "retention",
+        parents=[common],
+        help="archive and remove old closed tickets (dry run unless --confirm)",
+        description=RETENTION_DESCRIPTION,
+        epilog=RETENTION_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _maintenance_arguments(retention)
     return parser
+
+
+def _maintenance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confirm",
+        metavar="CODE",
+        help="carry it out: the confirmation code the dry run printed",
+    )
+    parser.add_argument(
+        "--backup-dir",
+        metavar="DIR",
+        help="where the backup taken first goes (default: [backup] path)",
+    )
+    parser.add_argument(
+        "--by",
+        metavar="NAME",
+        help="who is doing this, for the audit log (default: the OS user)",
+    )
 
 
 def _setup_logging(level: str) -> None:
@@ -290,6 +403,84 @@ def _restore(config: Config, path: str) -> int:
         return 1
     except BackupError as exc:
         print(f"ticketbot: restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def _erase(config: Config, args: argparse.Namespace) -> int:
+    from storage.erase import InvalidInput, MaintenanceError, erase, plan_erasure
+
+    backup_dir = Path(args.backup_dir) if args.backup_dir else config.backup.path
+    try:
+        if args.confirm is None:
+            plan = plan_erasure(config.storage.url, args.requester)
+            print(plan.describe(args.requester.strip()))
+            if plan.empty:
+                print("nothing of this address is stored: nothing to erase")
+                return 0
+            print(f"confirmation code: {plan.code}")
+            print("nothing was changed. To erase (a backup is taken first), run:")
+            print(f"  ticketbot erase --requester {args.requester.strip()} --confirm {plan.code}")
+            return 0
+        report = erase(
+            config.storage.url,
+            args.requester,
+            args.confirm,
+            backup_dir,
+            by=args.by,
+            progress=_progress,
+        )
+    except InvalidInput as exc:
+        print(f"ticketbot: erase: {exc}", file=sys.stderr)
+        return 2
+    except MaintenanceError as exc:
+        print(f"ticketbot: erase refused: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def _retention(config: Config, args: argparse.Namespace) -> int:
+    from storage.erase import MaintenanceError
+    from storage.retention import apply_retention, plan_retention
+
+    settings = config.retention
+    if settings.closed_after is None:
+        print(
+            "ticketbot: retention is off: set [retention] closed_after (for example "
+            '"2y") to remove closed tickets after that long',
+            file=sys.stderr,
+        )
+        return 2
+    backup_dir = Path(args.backup_dir) if args.backup_dir else config.backup.path
+    try:
+        if args.confirm is None:
+            plan = plan_retention(config.storage.url, settings.closed_after, settings.max_share)
+            print(plan.describe(settings.archive_dir))
+            if not plan.tickets:
+                print("nothing to remove")
+                return 0
+            refusal = plan.refusal()
+            if refusal:
+                print(f"ticketbot: retention {refusal}", file=sys.stderr)
+                return 1
+            print(f"confirmation code: {plan.code}")
+            print("nothing was changed. To archive and remove them (a backup is taken first):")
+            print(f"  ticketbot retention --confirm {plan.code}")
+            return 0
+        report = apply_retention(
+            config.storage.url,
+            settings.closed_after,
+            settings.max_share,
+            args.confirm,
+            settings.archive_dir,
+            backup_dir,
+            by=args.by,
+            progress=_progress,
+        )
+    except MaintenanceError as exc:
+        print(f"ticketbot: retention refused: {exc}", file=sys.stderr)
         return 1
     print(report.summary())
     return 0
@@ -389,6 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _backup(config, args.path, args.keep)
     if command == "restore":
         return _restore(config, args.path)
+    if command == "erase":
+        return _erase(config, args)
+    if command == "retention":
+        return _retention(config, args)
     try:
         if command == "demo":
             from bot.demo import run_demo

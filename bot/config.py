@@ -9,6 +9,7 @@ file can be shared. Relative paths are taken relative to the config file.
 from __future__ import annotations
 
 import os
+import re
 import string
 import tomllib
 from collections.abc import Mapping
@@ -150,6 +151,27 @@ class FloodConfig:
     notice_every: int = 100
 
 
+@dataclass(frozen=True)
+class BackupConfig:
+    """The daily backup the bot takes itself, and where erase and retention put theirs."""
+
+    path: Path = Path("var/backups")
+    keep: int = 14
+    #: UTC time after which the day's backup is taken; None: no daily backup.
+    at: time | None = time(2, 15)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long closed tickets are kept before ``ticketbot retention`` archives them."""
+
+    #: None: retention is off (the default); nothing is ever removed by age.
+    closed_after: timedelta | None = None
+    archive_dir: Path = Path("var/archive")
+    #: The most a run may remove, as a share of all tickets; more is refused.
+    max_share: float = 0.2
+
+
 #: The variables a template, salutation, signature or auto-response may use.
 TEMPLATE_VARIABLES = frozenset(
     {"requester_name", "requester_email", "ticket_number", "volunteer_name", "queue", "subject"}
@@ -241,6 +263,8 @@ class Config:
     reminders: RemindersConfig = RemindersConfig()
     autoresponse: AutoResponseConfig = AutoResponseConfig()
     flood: FloodConfig = FloodConfig()
+    backup: BackupConfig = BackupConfig()
+    retention: RetentionConfig = RetentionConfig()
     #: Reply templates: name -> language -> text.
     templates: Mapping[str, Texts] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
@@ -527,6 +551,9 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
             raise ConfigError("flood.threshold", "must be 0 (off) or more")
         section.finish()
 
+    backup = _read_backup(root.table("backup"), base)
+    retention = _read_retention(root.table("retention"), base)
+
     templates: dict[str, Texts] = {}
     if (section := root.table("templates")) is not None:
         for name in section.data:
@@ -572,6 +599,8 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         reminders=reminders,
         autoresponse=autoresponse,
         flood=flood,
+        backup=backup,
+        retention=retention,
         templates=templates,
         rules=rules,
     )
@@ -646,6 +675,67 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
     if smtp is not None and files is not None:
         raise ConfigError("mail.files", "give either [mail.smtp] or [mail.files], not both")
     return mail
+
+
+def _read_backup(section: _Section | None, base: Path) -> BackupConfig:
+    default = BackupConfig()
+    if section is None:
+        return BackupConfig(path=_path(base, str(default.path)))
+    at = default.at
+    if "at" in section.data:
+        text = section.get("at", str, "")
+        at = None if text.strip().lower() == "off" else parse_clock(text)
+        if at is None and text.strip().lower() != "off":
+            raise ConfigError(
+                "backup.at", f'must be a UTC time like "02:15" or "off", got {text!r}'
+            )
+    backup = BackupConfig(
+        path=_path(base, section.get("path", str, str(default.path))),
+        keep=section.positive("keep", int, default.keep),
+        at=at,
+    )
+    section.finish()
+    return backup
+
+
+_YEARS = re.compile(r"(\d+)\s*y(?:ears?)?(?![a-z])", re.IGNORECASE)
+
+
+def _read_retention(section: _Section | None, base: Path) -> RetentionConfig:
+    default = RetentionConfig()
+    if section is None:
+        return RetentionConfig(archive_dir=_path(base, str(default.archive_dir)))
+    closed_after = None
+    text = section.opt("closed_after", str)
+    if text is not None and text.strip().lower() != "off":
+        # years are not a unit of parse_duration: a year is taken as 365 days
+        as_days = _YEARS.sub(lambda m: f"{int(m.group(1)) * 365}d", text)
+        closed_after = parse_duration(as_days)
+        if closed_after is None:
+            raise ConfigError(
+                "retention.closed_after",
+                f'must be a duration like "2y", "540d", "26w" or "off", more than 0 and at '
+                f"most ten years, got {text!r}",
+            )
+        if closed_after < timedelta(days=1):
+            raise ConfigError(
+                "retention.closed_after",
+                f"must be at least a day, got {text!r} (m is minutes: write days, like "
+                '"180d", or years, like "2y")',
+            )
+    max_share = section.get("max_share", float, default.max_share)
+    if not 0 < max_share <= 1:
+        raise ConfigError(
+            "retention.max_share",
+            f"must be a share of all tickets above 0 and at most 1 (0.2 is 20%), got {max_share}",
+        )
+    retention = RetentionConfig(
+        closed_after=closed_after,
+        archive_dir=_path(base, section.get("archive_dir", str, str(default.archive_dir))),
+        max_share=max_share,
+    )
+    section.finish()
+    return retention
 
 
 def _read_matrix(section: _Section | None) -> MatrixConfig | None:

@@ -63,7 +63,9 @@ PAGES_PER_STEP = 1024
 MAX_PROBLEMS = 20
 
 _TOOL_TIMEOUT = 24 * 3600  # a hung pg_dump should not hang a cron job forever
-_BLOB_TABLES = ("raw_message", "attachment")
+#: Tables whose rows carry bytes with their sha256 and size. ``attachment`` rows from
+#: schema step 3 on hold no bytes of their own but name an ``attachment_blob``.
+_BLOB_TABLES = ("raw_message", "attachment_blob", "attachment")
 _COUNTED_TABLES = ("ticket", "article", "attachment", "raw_message")
 _TICKETBOT_TABLES = frozenset(model._meta.table_name for model in models.ALL_MODELS)
 
@@ -809,8 +811,7 @@ def _read_dump(
     """
     counts: dict[str, int] = {}
     version = 0
-    checked = 0
-    problems: list[str] = []
+    hashes = _HashCheck()
     table = ""
     columns: list[str] = []
     with tempfile.TemporaryFile() as errors:
@@ -843,18 +844,19 @@ def _read_dump(
                         if table == "schema_version":
                             version = max(version, int(row["version"]))
                             continue
-                        checked += 1
-                        problem = _blob_problem(
+                        blob_id = row.get("blob_id", _COPY_NULL)
+                        hashes.row(
                             table,
-                            row["id"].decode(),
+                            int(row["id"]),
                             row["sha256"].decode(),
                             int(row["size"]),
-                            _bytea(row["data"]),
+                            None if row["data"] == _COPY_NULL else _bytea(row["data"]),
+                            None if blob_id == _COPY_NULL else int(blob_id),
                         )
                     except (KeyError, ValueError, IndexError) as exc:
-                        problem = f"{table} row {counts[table]} cannot be read: {exc!r}"
-                    if problem:
-                        problems.append(problem)
+                        hashes.problems.append(
+                            f"{table} row {counts[table]} cannot be read: {exc!r}"
+                        )
         finally:
             proc.stdout.close()
             returncode = proc.wait(timeout=_TOOL_TIMEOUT)
@@ -873,6 +875,7 @@ def _read_dump(
         raise VerificationFailed(
             f"{what} is not a ticketbot database dump", [f"no table {t}" for t in missing]
         )
+    checked, problems = hashes.finish()
     if problems:
         raise VerificationFailed(f"{what} holds data that does not match its hashes", problems)
     contents = Contents(
@@ -964,11 +967,26 @@ def _contents(cursor: Any, dialect: str, what: str) -> Contents:
 
 
 def _check_blobs_in_db(new_cursor: Callable[..., Any], dialect: str) -> tuple[int, list[str]]:
-    """Hash every raw message and attachment, one row at a time (they can be large)."""
-    checked = 0
-    problems: list[str] = []
+    """Hash every raw message and attachment, one row at a time (they can be large).
+
+    Each attachment blob is hashed once, however many attachments share it.
+    """
+    cursor = new_cursor()
+    try:
+        if dialect == "sqlite":
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        tables = {row[0] for row in cursor.fetchall()}
+    finally:
+        cursor.close()
+    has_blobs = "attachment_blob" in tables  # schema step 3 on
+    hashes = _HashCheck()
     for table in _BLOB_TABLES:
-        query = f'SELECT "id", "sha256", "size", "data" FROM "{table}" ORDER BY "id"'
+        if table not in tables:
+            continue
+        blob_id = '"blob_id"' if table == "attachment" and has_blobs else "NULL"
+        query = f'SELECT "id", "sha256", "size", "data", {blob_id} FROM "{table}" ORDER BY "id"'
         if dialect == "postgresql":
             # a server-side cursor: the rows stream instead of all arriving at once
             cursor = new_cursor(name=f"ticketbot_verify_{table}")
@@ -977,24 +995,77 @@ def _check_blobs_in_db(new_cursor: Callable[..., Any], dialect: str) -> tuple[in
             cursor = new_cursor()
         try:
             cursor.execute(query)
-            for row_id, sha256, size, data in cursor:
-                checked += 1
-                problem = _blob_problem(table, str(row_id), sha256, size, data)
-                if problem:
-                    problems.append(problem)
+            for row_id, sha256, size, data, blob in cursor:
+                hashes.row(table, int(row_id), sha256, size, data, blob)
         finally:
             cursor.close()
-    return checked, problems
+    return hashes.finish()
 
 
-def _blob_problem(table: str, row_id: str, sha256: str, size: int, data: Any) -> str | None:
+_COPY_NULL = b"\\N"
+
+
+class _HashCheck:
+    """Checks stored bytes against their sha256 and size, table by table in any order.
+
+    Raw messages and attachments are counted as checked; an attachment that names a
+    blob is checked through it (its sha256 and size must be the blob's, and the blob's
+    bytes must match), so a damaged blob is reported once per attachment that uses it.
+    """
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.problems: list[str] = []
+        #: blob id -> (stored sha256, stored size, what is wrong with its bytes or None)
+        self._blobs: dict[int, tuple[str, int, str | None]] = {}
+        #: attachments that name a blob: (attachment id, sha256, size, blob id)
+        self._naming_blobs: list[tuple[int, str, int, int]] = []
+
+    def row(
+        self, table: str, row_id: int, sha256: str, size: int, data: Any, blob_id: int | None
+    ) -> None:
+        if table == "attachment_blob":
+            self._blobs[row_id] = (sha256, size, _hash_problem(sha256, size, data))
+            return
+        self.checked += 1
+        if table == "attachment" and blob_id is not None:
+            self._naming_blobs.append((row_id, sha256, size, blob_id))
+            if data is None:
+                return  # its bytes are the blob's, checked in finish()
+        problem = _hash_problem(sha256, size, data)
+        if problem:
+            self.problems.append(f"{table} {row_id}: {problem}")
+
+    def finish(self) -> tuple[int, list[str]]:
+        """How many raw messages and attachments were checked, and every problem found."""
+        used: set[int] = set()
+        for attachment_id, sha256, size, blob_id in self._naming_blobs:
+            used.add(blob_id)
+            blob = self._blobs.get(blob_id)
+            where = f"attachment {attachment_id}"
+            if blob is None:
+                self.problems.append(f"{where}: its attachment_blob {blob_id} is missing")
+            elif blob[2] is not None:
+                self.problems.append(f"{where}: {blob[2]} (attachment_blob {blob_id})")
+            elif (blob[0], blob[1]) != (sha256, size):
+                self.problems.append(
+                    f"{where}: stored sha256 {sha256} ({size} bytes), but its attachment_blob "
+                    f"{blob_id} holds sha256 {blob[0]} ({blob[1]} bytes)"
+                )
+        for blob_id, (_, _, problem) in sorted(self._blobs.items()):
+            if problem is not None and blob_id not in used:
+                self.problems.append(f"attachment_blob {blob_id}: {problem}")
+        return self.checked, self.problems
+
+
+def _hash_problem(sha256: str, size: int, data: Any) -> str | None:
     if data is None:
-        return f"{table} {row_id}: no data"
+        return "no data"
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
-        return f"{table} {row_id}: sha256 is {actual}, stored {sha256}"
+        return f"sha256 is {actual}, stored {sha256}"
     if len(data) != size:
-        return f"{table} {row_id}: {len(data)} bytes, stored size {size}"
+        return f"{len(data)} bytes, stored size {size}"
     return None
 
 

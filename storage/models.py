@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from peewee import (
+    SQL,
     BlobField,
     CharField,
     DatabaseProxy,
@@ -124,15 +125,31 @@ class Article(BaseModel):
     held = IntegerField(default=0)
 
 
+class AttachmentBlob(BaseModel):
+    """The bytes of one distinct attachment content, stored once however often it arrives."""
+
+    sha256 = CharField(unique=True)
+    size = IntegerField()
+    data = BlobField()
+
+
 class Attachment(BaseModel):
+    """One file of one article. Its bytes are in ``blob`` (schema step 3 on), or, for rows
+    stored before step 3, in ``data``; ``sha256`` and ``size`` are checked on every read."""
+
     article_id: Any
+    blob_id: Any
 
     article = ForeignKeyField(Article, backref="attachment_rows", on_delete="RESTRICT")
     filename = TextField()
     content_type = TextField()
     size = IntegerField()
     sha256 = CharField(index=True)
-    data = BlobField()
+    data = BlobField(null=True)  # rows from before schema step 3 only
+    blob = ForeignKeyField(AttachmentBlob, null=True, on_delete="RESTRICT", column_name="blob_id")
+
+    class Meta:
+        constraints = (SQL('CHECK ("data" IS NOT NULL OR "blob_id" IS NOT NULL)'),)
 
 
 class ChatPost(BaseModel):
@@ -266,6 +283,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     Ticket,
     RawMessage,
     Article,
+    AttachmentBlob,
     Attachment,
     ChatPost,
     MailboxCursor,

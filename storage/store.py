@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from peewee import Database, IntegrityError, InterfaceError, OperationalError, fn
+from peewee import JOIN, Database, IntegrityError, InterfaceError, OperationalError, fn
 
 from bot import domain
 from bot.mail import AttachmentData
@@ -44,7 +44,12 @@ class SqlStore:
     async def open(cls, url: str) -> SqlStore:
         """Open the database and bring its schema up to date."""
         store = cls(open_database(url))
-        await store._call(store._setup)
+        try:
+            await store._call(store._setup)
+        except (OperationalError, InterfaceError) as exc:
+            # locked, read-only or away at start: the caller decides whether to wait
+            await store.close()
+            raise StoreUnavailable(str(exc)) from exc
         return store
 
     def _setup(self) -> None:
@@ -112,6 +117,29 @@ def _message_key(message_id: str) -> str:
 def _text(value: str) -> str:
     """PostgreSQL refuses NUL in text; mail from strangers may carry one anywhere."""
     return value.replace("\x00", "\ufffd")
+
+
+class AttachmentDamaged(Exception):
+    """An attachment's bytes no longer match the sha256 stored when it was received."""
+
+    def __init__(self, attachment_id: int, filename: str, article_id: int, problem: str) -> None:
+        super().__init__(
+            f"attachment {attachment_id} ({filename!r}) of article {article_id} is damaged: "
+            f"{problem}; restore it from a backup (ticketbot backup checks every hash)"
+        )
+        self.attachment_id = attachment_id
+        self.problem = problem
+
+
+def _attachment_problem(sha256: str, size: int, data: bytes | None) -> str | None:
+    if data is None:
+        return "its bytes are missing"
+    actual = _sha256(data)
+    if actual != sha256:
+        return f"sha256 is {actual}, stored {sha256}"
+    if len(data) != size:
+        return f"{len(data)} bytes, stored size {size}"
+    return None
 
 
 class PeeweeRepository:
@@ -312,13 +340,17 @@ class PeeweeRepository:
             held=int(article.held),
         )
         for attachment in attachments:
+            digest = _sha256(attachment.data)
+            blob_id = self._blob_id(digest, attachment.data)
             m.Attachment.create(
                 article=row,
                 filename=_text(attachment.filename),
                 content_type=_text(attachment.content_type),
                 size=len(attachment.data),
-                sha256=_sha256(attachment.data),
-                data=attachment.data,
+                sha256=digest,
+                # a blob that cannot be trusted is not shared: these bytes stay with the row
+                data=attachment.data if blob_id is None else None,
+                blob=blob_id,
             )
             article.attachments.append(
                 domain.AttachmentInfo(
@@ -327,6 +359,44 @@ class PeeweeRepository:
             )
         article.id = row.id
         return article
+
+    @staticmethod
+    def _blob_id(digest: str, data: bytes) -> int | None:
+        """The id of the blob holding ``data``, stored now if this content is new.
+
+        Looked up first: most repeated content (logos, signatures) is found without
+        sending its bytes again. Two intakes storing the same new content at once on
+        PostgreSQL: the second ``INSERT ... ON CONFLICT DO NOTHING`` waits for the
+        first's transaction and then inserts nothing, and the select after it (a new
+        snapshot at READ COMMITTED) finds the first's row. None when the stored blob's
+        size disagrees with these bytes: it is damaged, and the caller keeps the bytes
+        in the attachment row rather than point at it.
+        """
+        found = (
+            m.AttachmentBlob.select(m.AttachmentBlob.id, m.AttachmentBlob.size)
+            .where(m.AttachmentBlob.sha256 == digest)
+            .first()
+        )
+        if found is None:
+            m.AttachmentBlob.insert(sha256=digest, size=len(data), data=data).on_conflict_ignore(
+                True
+            ).execute()
+            found = (
+                m.AttachmentBlob.select(m.AttachmentBlob.id, m.AttachmentBlob.size)
+                .where(m.AttachmentBlob.sha256 == digest)
+                .get()
+            )
+        if found.size != len(data):
+            log.error(
+                "attachment blob %s (sha256 %s) holds %d bytes, the content is %d: the blob is "
+                "damaged; storing this attachment's bytes in its own row instead",
+                found.id,
+                digest,
+                found.size,
+                len(data),
+            )
+            return None
+        return int(found.id)
 
     @staticmethod
     def _article(row: m.Article, files: list[domain.AttachmentInfo]) -> domain.Article:
@@ -383,12 +453,44 @@ class PeeweeRepository:
         return [self._article(r, files.get(r.id, [])) for r in rows]
 
     def attachment_files(self, article_id: int) -> list[AttachmentData]:
-        rows = (
-            m.Attachment.select()
+        """The article's files, each checked against its stored sha256 and size.
+
+        Raises :class:`AttachmentDamaged` (and logs) rather than hand out bytes that are
+        not what was received.
+        """
+        rows: Any = (
+            m.Attachment.select(
+                m.Attachment.id,
+                m.Attachment.filename,
+                m.Attachment.content_type,
+                m.Attachment.size,
+                m.Attachment.sha256,
+                m.Attachment.data,
+                m.Attachment.blob,
+                m.AttachmentBlob.data,
+            )
+            .join(m.AttachmentBlob, JOIN.LEFT_OUTER)
             .where(m.Attachment.article == article_id)
             .order_by(m.Attachment.id)
+            .tuples()
         )
-        return [AttachmentData(r.filename, r.content_type, bytes(r.data)) for r in rows]
+        files = []
+        for row_id, filename, content_type, size, sha256, own, blob_id, shared in rows:
+            stored = shared if blob_id is not None else own
+            data = bytes(stored) if stored is not None else None
+            problem = _attachment_problem(sha256, size, data)
+            if problem is not None:
+                log.error(
+                    "attachment %s (%r) of article %s is damaged: %s",
+                    row_id,
+                    filename,
+                    article_id,
+                    problem,
+                )
+                raise AttachmentDamaged(row_id, filename, article_id, problem)
+            assert data is not None
+            files.append(AttachmentData(filename, content_type, data))
+        return files
 
     def first_article(self, ticket_id: int) -> domain.Article | None:
         row = m.Article.select().where(m.Article.ticket == ticket_id).order_by(m.Article.id).first()
@@ -822,4 +924,4 @@ class PeeweeRepository:
         return int(m.Ticket.select().count())
 
 
-__all__ = ["IntegrityError", "PeeweeRepository", "SqlStore"]
+__all__ = ["AttachmentDamaged", "IntegrityError", "PeeweeRepository", "SqlStore"]

@@ -109,7 +109,9 @@ async def test_attachments_are_stored_with_hash(any_desk: Desk) -> None:
     email = replace(mail(), attachments=(AttachmentData("a.pdf", "application/pdf", b"%PDF-1"),))
     await any_desk.receive(email)
     row = await any_desk.store.run(lambda repo: models.Attachment.select().first())
-    assert row.filename == "a.pdf" and bytes(row.data) == b"%PDF-1" and len(row.sha256) == 64
+    assert row.filename == "a.pdf" and len(row.sha256) == 64
+    blob = await any_desk.store.run(lambda repo: models.AttachmentBlob.get_by_id(row.blob_id))
+    assert row.data is None and bytes(blob.data) == b"%PDF-1" and blob.sha256 == row.sha256
     articles = await any_desk.store.run(lambda repo: repo.articles(1))
     assert articles[0].attachments[0].size == 6
 
