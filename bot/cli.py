@@ -409,7 +409,8 @@ def _restore(config: Config, path: str) -> int:
 
 
 def _erase(config: Config, args: argparse.Namespace) -> int:
-    from storage.erase import InvalidInput, MaintenanceError, erase, plan_erasure
+    from storage.erase import erase, plan_erasure
+    from storage.maintenance import InvalidInput, MaintenanceError
 
     backup_dir = Path(args.backup_dir) if args.backup_dir else config.backup.path
     try:
@@ -442,7 +443,7 @@ def _erase(config: Config, args: argparse.Namespace) -> int:
 
 
 def _retention(config: Config, args: argparse.Namespace) -> int:
-    from storage.erase import MaintenanceError
+    from storage.maintenance import MaintenanceError
     from storage.retention import apply_retention, plan_retention
 
     settings = config.retention

@@ -48,20 +48,22 @@ from peewee import Database
 
 from storage import models as m
 from storage.backup import BackupReport, backup
-from storage.erase import (
+from storage.maintenance import (
     BackupFunction,
     MaintenanceError,
     Progress,
     StaleCode,
-    _in_chunks,
     backup_first,
     blob_ids_used_only_by,
+    check_code,
     chunks,
     confirmation_code,
     delete_blobs,
+    in_chunks,
     lock_tickets,
     maintenance_database,
     operator_name,
+    quiet,
     read_transaction,
     rows,
     scrub,
@@ -289,7 +291,7 @@ def _retention_plan(closed_after: timedelta, max_share: float, now: datetime) ->
     ticket_ids = [t.id for t in tickets]
     article_ids = sorted(
         int(a)
-        for (a,) in _in_chunks(
+        for (a,) in in_chunks(
             ticket_ids,
             lambda c: m.Article.select(m.Article.id).where(m.Article.ticket.in_(c)).tuples(),
         )
@@ -298,7 +300,7 @@ def _retention_plan(closed_after: timedelta, max_share: float, now: datetime) ->
     raw_ids = sorted(
         {
             int(raw)
-            for (raw,) in _in_chunks(
+            for (raw,) in in_chunks(
                 article_ids,
                 lambda c: (
                     m.Article.select(m.Article.raw_message)
@@ -310,7 +312,7 @@ def _retention_plan(closed_after: timedelta, max_share: float, now: datetime) ->
     )
     shared_raw = {
         int(raw)
-        for article_id, raw in _in_chunks(
+        for article_id, raw in in_chunks(
             raw_ids,
             lambda c: (
                 m.Article.select(m.Article.id, m.Article.raw_message)
@@ -364,7 +366,7 @@ def _ids_where(model: Any, column: Any, values: Sequence[int]) -> tuple[int, ...
     return tuple(
         sorted(
             int(i)
-            for (i,) in _in_chunks(
+            for (i,) in in_chunks(
                 values, lambda c: model.select(model.id).where(column.in_(c)).tuples()
             )
         )
@@ -401,7 +403,7 @@ def apply_retention(
     for the share guard, a failed backup or an archive that does not read back; in each
     case no ticket was removed.
     """
-    say = progress or _quiet
+    say = progress or quiet
     by = by or operator_name()
     now = now or datetime.now(UTC)
     started = time.monotonic()
@@ -438,13 +440,7 @@ def apply_retention(
 
 
 def _check(plan: RetentionPlan, code: str) -> None:
-    given = code.strip().lower()
-    if given != plan.code:
-        raise StaleCode(
-            f"confirmation code {given!r} does not match what retention would do now: "
-            "tickets changed or aged since the dry run, or the code was mistyped; run it "
-            "again without --confirm, check the list, and confirm with the code it prints"
-        )
+    check_code(code, plan.code, "retention")
     refusal = plan.refusal()
     if refusal:
         raise MaintenanceError(refusal)
@@ -776,7 +772,3 @@ def _bytes_problem(row: dict[str, Any]) -> str | None:
     if len(data) != row["size"]:
         return f"{len(data)} bytes, stored size {row['size']}"
     return None
-
-
-def _quiet(message: str) -> None:
-    """The default progress: say nothing."""

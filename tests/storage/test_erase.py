@@ -26,7 +26,8 @@ from bot.cli import main
 from bot.mail import Address, AttachmentData
 from bot.repository import SearchQuery
 from storage.backup import BackupError, backup_kind
-from storage.erase import MaintenanceError, StaleCode, erase, plan_erasure
+from storage.erase import erase, plan_erasure
+from storage.maintenance import MaintenanceError, StaleCode
 from tests.core.conftest import ALICE, Desk, mail, make_desk
 from tests.storage.test_backup import table_rows, write_config
 

@@ -29,13 +29,8 @@ from bot.domain import TicketState
 from bot.mail import AttachmentData
 from storage import models
 from storage.backup import BackupError
-from storage.retention import (
-    MaintenanceError,
-    StaleCode,
-    apply_retention,
-    plan_retention,
-    verify_archive,
-)
+from storage.maintenance import MaintenanceError, StaleCode
+from storage.retention import apply_retention, plan_retention, verify_archive
 from tests.core.conftest import ALICE, Desk, desk_config, mail, make_desk
 from tests.storage.test_backup import execute, table_rows, write_config
 
