@@ -139,7 +139,11 @@ async def bot(config: Config) -> AsyncIterator[App]:
     """The app built and running, its console on a pipe held open and a StringIO."""
     console = Console.open()
     try:
-        app = await build_app(config, stdin=console.read_end, stdout=console.out)
+        # bounded: a bot that cannot open its database waits for it, which here would
+        # wait for ever
+        app = await asyncio.wait_for(
+            build_app(config, stdin=console.read_end, stdout=console.out), timeout=30
+        )
         async with running(app):
             yield app
     finally:
@@ -402,6 +406,11 @@ def _cannot(reason: str) -> None:
 
 
 def make_read_only(path: Path) -> None:
+    # Everything in the write-ahead log goes into the file first: otherwise opening it
+    # needs a write (the log's recovery), and the bot, rightly, waits at start for a
+    # database it cannot open instead of starting on one it can read but not write.
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     if os.geteuid() == 0:
         # root writes through permission bits; the immutable attribute stops root too
         chattr = shutil.which("chattr")
