@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from peewee import JOIN, Database, IntegrityError, InterfaceError, OperationalError, fn
 
@@ -114,11 +114,6 @@ def _message_key(message_id: str) -> str:
     return f"<sha256-{_sha256(message_id.encode())}@long-id.ticketbot.invalid>"
 
 
-def _db_time(value: datetime) -> Any:
-    """A datetime as the models store it (naive UTC), for the prepared statements."""
-    return m.AuditEntry.at.db_value(value)
-
-
 def _text(value: str) -> str:
     """PostgreSQL refuses NUL in text; mail from strangers may carry one anywhere."""
     return value.replace("\x00", "\ufffd")
@@ -156,21 +151,6 @@ class PeeweeRepository:
 
     def __init__(self) -> None:
         self._queue_ids: dict[str, int] = {}
-
-    # Intake runs a dozen statements a mail; peewee spends ~0.2 ms building each one, a
-    # prepared string ~0.01 ms. The statements on that path are written out here, once
-    # per dialect (``?`` becomes ``%s`` for PostgreSQL).
-    _SQL_CACHE: ClassVar[dict[tuple[str, bool], str]] = {}
-
-    @classmethod
-    def _execute(cls, sql: str, params: Sequence[Any]) -> Any:
-        db = m.database_proxy.obj
-        sqlite = is_sqlite(db)
-        text = cls._SQL_CACHE.get((sql, sqlite))
-        if text is None:
-            text = sql if sqlite else sql.replace("?", "%s")
-            cls._SQL_CACHE[(sql, sqlite)] = text
-        return db.execute_sql(text, tuple(params))
 
     def forget_cached(self) -> None:
         """After a rollback: ids seen inside it may not exist."""
@@ -232,10 +212,7 @@ class PeeweeRepository:
 
     def message_id_exists(self, message_id: str) -> bool:
         key = _message_key(message_id)
-        found = self._execute(
-            'SELECT 1 FROM "article" WHERE "message_id" = ? LIMIT 1', (key,)
-        ).fetchone()
-        return found is not None
+        return bool(m.Article.select().where(m.Article.message_id == key).exists())
 
     def next_ticket_number(self, day: date, system_id: int) -> str:
         key = day.isoformat()
@@ -541,19 +518,17 @@ class PeeweeRepository:
         payload: dict[str, Any] | None = None,
         due_at: datetime | None = None,
     ) -> None:
-        self._execute(
-            'INSERT INTO "outbox" ("channel", "kind", "ticket_id", "article_id", "payload", '
-            '"state", "attempts", "next_attempt_at", "last_error", "created_at") '
-            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, '', ?)",
-            (
-                channel,
-                kind,
-                ticket_id,
-                article_id,
-                json.dumps(payload or {}),
-                _db_time(due_at or now),
-                _db_time(now),
-            ),
+        m.OutboxEntry.create(
+            channel=channel,
+            kind=kind,
+            ticket=ticket_id,
+            article=article_id,
+            payload=json.dumps(payload or {}),
+            state="pending",
+            attempts=0,
+            next_attempt_at=due_at or now,
+            last_error="",
+            created_at=now,
         )
 
     def begin_send(self, item_id: int) -> bool:
@@ -695,18 +670,14 @@ class PeeweeRepository:
         ticket_id: int | None,
         detail: str = "",
     ) -> None:
-        self._execute(
-            'INSERT INTO "audit_log" ("at", "actor_platform", "actor_id", "actor_name", '
-            '"action", "ticket_id", "detail") VALUES (?, ?, ?, ?, ?, ?, ?)',
-            (
-                _db_time(at),
-                actor.platform,
-                actor.user_id,
-                actor.display_name,
-                action,
-                ticket_id,
-                _text(detail),
-            ),
+        m.AuditEntry.create(
+            at=at,
+            actor_platform=actor.platform,
+            actor_id=actor.user_id,
+            actor_name=actor.display_name,
+            action=action,
+            ticket=ticket_id,
+            detail=_text(detail),
         )
 
     def history(self, ticket_id: int) -> list[AuditRecord]:
@@ -789,11 +760,11 @@ class PeeweeRepository:
         return self._article(row, self._attachment_infos([row.id]).get(row.id, []))
 
     def tickets_from_since(self, address: str, since: datetime) -> int:
-        row = self._execute(
-            'SELECT COUNT(*) FROM "ticket" WHERE "requester_email" = ? AND "created_at" >= ?',
-            (_text(address), _db_time(since)),
-        ).fetchone()
-        return int(row[0])
+        return int(
+            m.Ticket.select()
+            .where((m.Ticket.requester_email == _text(address)) & (m.Ticket.created_at >= since))
+            .count()
+        )
 
     def flood_ticket(self, address: str, since: datetime) -> domain.Ticket | None:
         row = (
@@ -819,10 +790,10 @@ class PeeweeRepository:
         ).on_conflict_ignore().execute()
 
     def sender_marks(self, address: str) -> set[str]:
-        rows = self._execute(
-            'SELECT "kind" FROM "sender_mark" WHERE "address" = ?', (_text(address.lower()),)
-        ).fetchall()
-        return {str(r[0]) for r in rows}
+        rows = m.SenderMark.select(m.SenderMark.kind).where(
+            m.SenderMark.address == _text(address.lower())
+        )
+        return {r.kind for r in rows}
 
     def auto_responses_since(self, address: str, since: datetime) -> int:
         return int(
@@ -878,11 +849,15 @@ class PeeweeRepository:
         return MailCursor(row.validity, row.last_uid) if row else None
 
     def advance_cursor(self, source: str, validity: int, uid: int) -> None:
-        moved = self._execute(
-            'UPDATE "mailbox_cursor" SET "last_uid" = ? '
-            'WHERE "source" = ? AND "validity" = ? AND "last_uid" < ?',
-            (uid, source, validity, uid),
-        ).rowcount
+        moved = (
+            m.MailboxCursor.update(last_uid=uid)
+            .where(
+                (m.MailboxCursor.source == source)
+                & (m.MailboxCursor.validity == validity)
+                & (m.MailboxCursor.last_uid < uid)
+            )
+            .execute()
+        )
         if moved:
             return
         cursor = self.cursor(source)
@@ -901,18 +876,14 @@ class PeeweeRepository:
     def record_intake(
         self, key: MailKey, message_id: str, ticket_id: int | None, now: datetime
     ) -> None:
-        self._execute(
-            'INSERT INTO "intake_record" ("source", "validity", "item", "message_id", '
-            '"ticket_id", "committed_at") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
-            (
-                key.source,
-                key.validity,
-                _text(key.item),
-                _text(message_id),
-                ticket_id,
-                _db_time(now),
-            ),
-        )
+        m.IntakeRecord.insert(
+            source=key.source,
+            validity=key.validity,
+            item=_text(key.item),
+            message_id=_text(message_id),
+            ticket=ticket_id,
+            committed_at=now,
+        ).on_conflict_ignore().execute()
 
     def intake_pending(self, source: str) -> list[MailKey]:
         rows = (
