@@ -25,6 +25,7 @@ from adapters.email.parse import parser_for
 from adapters.email.smtp import FileSender, SmtpSender, SmtpSettings
 from adapters.language import Py3LangidDetector
 from adapters.scheduler import ApScheduler
+from bot.admin.live import LiveConfig
 from bot.chat import ChatGateway
 from bot.commands import CommandService
 from bot.config import BackupConfig, Config
@@ -34,7 +35,7 @@ from bot.outbox import OutboxDispatcher
 from bot.ports import Clock, MailSender, StoreUnavailable, SystemClock
 from bot.reminders import ReminderService
 from storage.backup import BackupReport, backup, backup_name, prune_backups, url_kind
-from storage.store import SqlStore
+from storage.store import PeeweeRepository, SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ BACKUP_CHECK_SECONDS = 300.0
 #: After a failed backup, the next try waits this long (a full disk is not fixed in 5 min).
 BACKUP_RETRY = timedelta(hours=1)
 _BACKUP_KEY = "backup.last_day"
+#: How often each instance reads the admins' stored settings again.
+SETTINGS_RELOAD_SECONDS = 30.0
 
 
 class DailyBackup:
@@ -131,6 +134,7 @@ class DailyBackup:
 @dataclass
 class App:
     config: Config
+    live: LiveConfig
     store: SqlStore
     intake: IntakeService
     commands: CommandService
@@ -154,12 +158,38 @@ class App:
             count += await self.imap.check_once()
         return count
 
+    async def reload_settings(self) -> None:
+        """Read the admins' stored changes again (another instance may have made some)."""
+        await self.store.run(self.live.load)
+
+    async def check_privacy(self) -> list[str]:
+        """At start: every queue room the privacy check finds public, and not allowed by an
+        admin (``--public-ok``), is kept out of use; each is logged and returned."""
+        found: list[str] = []
+        config = self.live.current
+        for queue in config.queues:
+            for platform, room in queue.bindings(config).items():
+                if platform == "console" or queue.public_ok:
+                    continue
+                check = await self.commands.check_room_privacy(platform, room)
+                if check.public:
+                    line = (
+                        f"queue {queue.name}: {platform} room {room} is public ({check.reason}); "
+                        "nothing is posted there. Make it private, or have an admin run "
+                        f"queue bind {queue.name} --public-ok in it"
+                    )
+                    log.error("privacy check: %s", line)
+                    self.live.block_room(platform, room, check.reason)
+                    found.append(line)
+        return found
+
     async def run(self) -> None:
         """Run until cancelled, or until the console's input ends."""
         if self.matrix is not None:
             await self.matrix.start()
         if self.discord is not None:
             await self.discord.start()
+        await self.check_privacy()
         self.scheduler.start()
         try:
             if self.maildir is not None:
@@ -174,6 +204,11 @@ class App:
                         self.config.mail.maildir.poll_seconds if self.config.mail.maildir else 10,
                         partial(_discard, source.check_once),
                     )
+                self.scheduler.every(
+                    "settings-reload",
+                    SETTINGS_RELOAD_SECONDS,
+                    partial(_discard, self.reload_settings),
+                )
                 self.scheduler.every(
                     "reminders",
                     self.config.reminders.check_seconds,
@@ -230,7 +265,9 @@ def _mail_sender(config: Config) -> MailSender:
     return FileSender(config.mail.files.path)
 
 
-async def open_store(config: Config, *, longest_wait: float = 60.0) -> SqlStore:
+async def open_store(
+    config: Config, *, longest_wait: float = 60.0, live: LiveConfig | None = None
+) -> SqlStore:
     """Open the database, waiting while it is locked, read-only or away.
 
     A bot started by a supervisor while its database is unavailable would otherwise exit
@@ -242,7 +279,13 @@ async def open_store(config: Config, *, longest_wait: float = 60.0) -> SqlStore:
         store: SqlStore | None = None
         try:
             store = await SqlStore.open(config.storage.url)
-            await store.run(lambda repo: repo.sync_queues([q.name for q in config.queues]))
+
+            def prepare(repo: PeeweeRepository) -> None:
+                # the admins' stored changes first: a renamed queue keeps its new name
+                current = live.load(repo) if live is not None else config
+                repo.sync_queues([q.name for q in current.queues])
+
+            await store.run(prepare)
             return store
         except StoreUnavailable as exc:
             if store is not None:
@@ -263,7 +306,8 @@ async def build_app(
 ) -> App:
     """Open storage and build every part; nothing connects to chat or mail yet."""
     clock = clock or SystemClock()
-    store = await open_store(config)
+    live = LiveConfig(config)
+    store = await open_store(config, live=live)
 
     wake_targets: list[OutboxDispatcher] = []
 
@@ -271,9 +315,9 @@ async def build_app(
         for target in wake_targets:
             target.wake()
 
-    intake = IntakeService(config, store, clock, wake, detector=Py3LangidDetector())
-    commands = CommandService(config, store, clock, wake)
-    reminders = ReminderService(config, store, clock, wake)
+    intake = IntakeService(live, store, clock, wake, detector=Py3LangidDetector())
+    commands = CommandService(live, store, clock, wake)
+    reminders = ReminderService(live, store, clock, wake)
     scheduler = ApScheduler()
     gateways: dict[str, ChatGateway] = {}
     console = None
@@ -283,17 +327,21 @@ async def build_app(
     if config.matrix is not None:
         from adapters.matrix import MatrixAdapter
 
-        matrix = MatrixAdapter(config.matrix, config.queues, commands)
+        matrix = MatrixAdapter(config.matrix, live.current.queues, commands)
         gateways["matrix"] = matrix.gateway
+        commands.set_room_inspector("matrix", matrix.inspector)
+        live.on_change(matrix.apply_config)
     discord = None
     if config.discord is not None:
         from adapters.discord import DiscordAdapter
 
-        discord = DiscordAdapter(config.discord, config.queues, commands)
+        discord = DiscordAdapter(config.discord, live.current.queues, commands)
         gateways["discord"] = discord.gateway
+        commands.set_room_inspector("discord", discord.inspector)
+        live.on_change(discord.apply_config)
 
     dispatcher = OutboxDispatcher(
-        config,
+        live,
         store,
         clock,
         gateways,
@@ -305,7 +353,12 @@ async def build_app(
     if config.console is not None and config.console.enabled:
         actor = Actor("console", config.console.user, config.console.display_name)
         console = ConsoleRepl(
-            commands.execute, actor, after_command=dispatcher.drain_all, stdin=stdin, out=stdout
+            commands.execute,
+            actor,
+            after_command=dispatcher.drain_all,
+            stdin=stdin,
+            out=stdout,
+            files_dir=config.path.resolve().parent / "var" / "reports",
         )
 
     parse = parser_for(config.mail)
@@ -325,6 +378,7 @@ async def build_app(
         )
     return App(
         config=config,
+        live=live,
         store=store,
         intake=intake,
         commands=commands,

@@ -90,6 +90,8 @@ class ArticleView:
                 )
             return f"✉ Email from {self.author}{auto}"
         if self.kind == ArticleKind.REPLY:
+            if self.send_state == "approval":
+                return f"↩ Draft reply by {self.author}, waiting for a volunteer's approval"
             return f"↩ Reply by {self.author}"
         if self.kind == ArticleKind.AUTO_REPLY:
             return "🤖 Automatic acknowledgement sent"

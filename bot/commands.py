@@ -15,9 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.actions import Action, answer, lookup, moves, state
+from bot.admin import access as admin_access
+from bot.admin import audit as admin_audit
+from bot.admin import privacy as admin_privacy
+from bot.admin import queues as admin_queues
+from bot.admin import rules as admin_rules
+from bot.admin.action import AdminAction, split_words
+from bot.admin.live import LiveConfig, as_live
 from bot.config import Config, QueueConfig
 from bot.domain import Actor, Ticket, TicketError
-from bot.ports import Clock, StoreUnavailable
+from bot.files import ResultFile
+from bot.ports import Clock, RoomCheck, RoomInspector, StoreUnavailable
+from bot.privacy import pseudonym_key
 from bot.repository import Repository, Store
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,11 @@ class CommandResult:
     #: True when the thread already shows what happened (a notice or the article
     #: itself), so chat adapters need not echo ``message``.
     shown_in_thread: bool = False
+    #: Files shown with the answer (a chart, a CSV): uploaded where the platform can.
+    files: tuple[ResultFile, ...] = ()
+    #: For the asker's eyes only (``reveal``): ephemeral on Discord, a direct message on
+    #: Matrix, never posted in the room.
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,8 @@ class CommandSpec:
     #: ``args`` option on Discord.
     takes_args: bool = False
     example: str = ""
+    #: For admins only (``help`` lists these to admins).
+    admin: bool = False
 
 
 COMMANDS: dict[str, CommandSpec] = {
@@ -189,9 +205,81 @@ COMMANDS: dict[str, CommandSpec] = {
             takes_args=True,
             example="languages de en",
         ),
+        CommandSpec(
+            "approve",
+            "approve [NUMBER]",
+            "send a trainee's draft reply (volunteers of the queue)",
+            False,
+        ),
+        CommandSpec(
+            "reveal",
+            "reveal [NUMBER]",
+            "show the requester's real address to you alone (logged)",
+            False,
+        ),
+        CommandSpec("mine", "mine", "list your open tickets", False, needs_ticket=False),
+        CommandSpec(
+            "queue",
+            "queue status | queue list|info|add|rename|address|bind|unbind|set|close|open|remove",
+            "queue status: new, open, pending and oldest waiting per queue; the rest: admins",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            example="queue status",
+        ),
+        CommandSpec(
+            "access",
+            "access grant|revoke|list USER|ROLE QUEUE [act|trainee|read] [--only]",
+            "who may work in which queue",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            example="access grant @alice:example.org permissions",
+            admin=True,
+        ),
+        CommandSpec(
+            "admin",
+            "admin list|grant|revoke [USER]",
+            "who runs the desk",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            admin=True,
+        ),
+        CommandSpec(
+            "rule",
+            "rule list|add|move|disable|enable|remove|test ...",
+            "the routing rules (rule test N|all --ticket NUMBER is a dry run)",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            example="rule add subject=invoice => queue=finance",
+            admin=True,
+        ),
+        CommandSpec(
+            "audit",
+            "audit [--user USER] [--ticket NUMBER] [--since DATE] [--page N]",
+            "read the audit log",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            admin=True,
+        ),
+        CommandSpec(
+            "privacy",
+            "privacy check | privacy pseudonymize QUEUE on|off",
+            "check no queue shows in a public room; pseudonyms for requesters",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            admin=True,
+        ),
         CommandSpec("help", "help", "list these commands", False, needs_ticket=False),
     )
 }
+
+#: What a trainee may do on a ticket; the rest needs a full volunteer.
+TRAINEE_COMMANDS = frozenset({"claim", "unclaim", "note", "reply", "undo", "show", "reveal"})
 
 #: Reactions on a ticket's root message, and the command each one stands for.
 REACTIONS: dict[str, str] = {"✋": "claim", "✅": "close", "✔️": "close", "↩️": "undo"}
@@ -209,12 +297,19 @@ def parse_command(text: str, prefix: str = "!") -> tuple[str, str] | None:
     return name, rest.strip()
 
 
-def help_text(prefix: str = "!") -> str:
-    lines = [f"{prefix}{spec.usage} — {spec.summary}" for spec in COMMANDS.values()]
+def help_text(prefix: str = "!", *, admin: bool = False) -> str:
+    lines = [
+        f"{prefix}{spec.usage} — {spec.summary}" for spec in COMMANDS.values() if not spec.admin
+    ]
     lines.append(
         "Inside a ticket's thread the number may be left out. "
         "Reactions: ✋ claim, ✅ close, ↩️ undo."
     )
+    if admin:
+        lines.append("For admins:")
+        lines += [
+            f"{prefix}{spec.usage} — {spec.summary}" for spec in COMMANDS.values() if spec.admin
+        ]
     return "\n".join(lines)
 
 
@@ -236,6 +331,18 @@ _TICKET_HANDLERS: dict[str, TicketHandler] = {
     "move": moves.move,
     "attach": moves.attach,
     "newticket": moves.open_as_new,
+    "approve": answer.approve,
+    "reveal": lookup.reveal,
+}
+
+#: Admin commands and the module that carries each out.
+_ADMIN_HANDLERS: dict[str, Callable[[AdminAction], str]] = {
+    "queue": admin_queues.run,
+    "access": admin_access.run_access,
+    "admin": admin_access.run_admin,
+    "rule": admin_rules.run,
+    "audit": admin_audit.run,
+    "privacy": admin_privacy.run,
 }
 
 
@@ -243,12 +350,26 @@ class CommandService:
     """Carries out volunteers' commands."""
 
     def __init__(
-        self, config: Config, store: Store, clock: Clock, wake: Callable[[], None]
+        self, config: Config | LiveConfig, store: Store, clock: Clock, wake: Callable[[], None]
     ) -> None:
-        self._config = config
+        self._live = as_live(config)
         self._store = store
         self._clock = clock
         self._wake = wake
+        self._inspectors: dict[str, RoomInspector] = {}
+
+    def set_room_inspector(self, platform: str, inspector: RoomInspector) -> None:
+        """The privacy check for ``platform``'s rooms (adapters register theirs)."""
+        self._inspectors[platform] = inspector
+
+    @property
+    def live(self) -> LiveConfig:
+        return self._live
+
+    @property
+    def _config(self) -> Config:
+        """The config in force now: admins' changes apply from the next use on."""
+        return self._live.current
 
     async def execute(self, request: CommandRequest) -> CommandResult:
         spec = COMMANDS.get(request.name)
@@ -256,9 +377,15 @@ class CommandService:
             return CommandResult(False, f"Unknown command {request.name!r}. Try help.")
         if request.name == "help":
             return CommandResult(
-                True, help_text("/" if request.context.platform == "discord" else "!")
+                True,
+                help_text(
+                    "/" if request.context.platform == "discord" else "!",
+                    admin=self._config.is_admin(request.actor),
+                ),
             )
         try:
+            if spec.admin or (request.name == "queue" and not _is_queue_status(request.args)):
+                return await self._admin(request)
             result = await self._store.run(lambda repo: self._execute(repo, spec, request))
         except TicketError as exc:
             return CommandResult(False, str(exc))
@@ -291,23 +418,94 @@ class CommandService:
         ticket = self._find_ticket(repo, number, request.context)
         queue = self._config.queue(ticket.queue)
         self._check_room(queue, ticket, request.context)
-        if not queue.may_act(actor):
-            return CommandResult(
-                False,
-                f"Sorry, only volunteers of queue {queue.name} may act on its tickets.",
-                ticket.number,
-            )
+        level = queue.level(actor)
+        allowed = level == "act" or (level == "trainee" and request.name in TRAINEE_COMMANDS)
+        if request.name == "show" and level == "read":
+            allowed = True
+        if not allowed:
+            if level == "trainee":
+                message = (
+                    f"Sorry, trainees may not {request.name}; ask a volunteer of {queue.name}."
+                )
+            else:
+                message = f"Sorry, only volunteers of queue {queue.name} may act on its tickets."
+            return CommandResult(False, message, ticket.number)
         if spec.needs_text and not text and request.name != "reply":
             raise TicketError(f"Usage: {spec.usage}")
         if request.name == "show":
-            return CommandResult(True, lookup.show(repo, ticket), ticket.number)
+            key = pseudonym_key(repo) if queue.pseudonymize else None
+            return CommandResult(True, lookup.show(repo, ticket, key), ticket.number)
         action = Action(self._config, repo, ticket, actor, request.name, text, self._clock.now())
         if request.name == "merge":
             assert other is not None
             message = moves.merge(action, other)
         else:
             message = _TICKET_HANDLERS[request.name](action)
+        if request.name == "reveal":
+            return CommandResult(True, message, ticket.number, private=True)
         return CommandResult(True, message, ticket.number, shown_in_thread=True)
+
+    async def _admin(self, request: CommandRequest) -> CommandResult:
+        """Admin commands: refused for non-admins before anything is read or changed.
+
+        The change, its audit line and a check that the resulting settings still fit
+        together are one transaction; the new settings are in force from the next
+        command on.
+        """
+        config = self._config
+        name = request.name
+        if not config.is_admin(request.actor):
+            log.warning("%s by %s refused: not an admin", name, request.actor.user_id)
+            return CommandResult(
+                False,
+                f"Sorry, {name} is for admins. Admins are named in bot.toml (admins) "
+                "or added with admin grant.",
+            )
+        words = split_words(request.args)
+        context = request.context
+        checks: dict[tuple[str, str], RoomCheck] = {}
+        if name == "queue" and words[:1] == ["bind"] and context.room is not None:
+            checks[(context.platform, context.room)] = await self.check_room_privacy(
+                context.platform, context.room
+            )
+        if name == "privacy" and words[:1] == ["check"]:
+            for queue in config.queues:
+                for platform, room in queue.bindings(config).items():
+                    if (platform, room) not in checks:
+                        checks[(platform, room)] = await self.check_room_privacy(platform, room)
+        now = self._clock.now()
+
+        def work(repo: Repository) -> tuple[str, Config]:
+            act = AdminAction(
+                config=config,
+                base=self._live.base,
+                repo=repo,
+                actor=request.actor,
+                now=now,
+                platform=context.platform,
+                room=context.room,
+                words=list(words),
+                room_checks=checks,
+            )
+            message = _ADMIN_HANDLERS[name](act)
+            return message, act.check()
+
+        message, new_config = await self._store.run(work)
+        self._live.set(new_config)
+        self._wake()
+        log.info("%s %s by %s", name, " ".join(words[:2]), request.actor.user_id)
+        return CommandResult(True, message)
+
+    async def check_room_privacy(self, platform: str, room: str) -> RoomCheck:
+        inspector = self._inspectors.get(platform)
+        if inspector is None:
+            return RoomCheck(False, "")
+        try:
+            return await inspector.check_room(room)
+        except Exception as exc:
+            # an unknown room is treated as public: refusing is the safe way to fail
+            log.warning("privacy check of %s room %s failed: %s", platform, room, exc)
+            return RoomCheck(True, f"could not check it ({exc})")
 
     def _global(self, repo: Repository, request: CommandRequest) -> str:
         """Commands about no one ticket: search, history, templates, languages."""
@@ -330,6 +528,10 @@ class CommandService:
             return lookup.templates(self._config, actor)
         if request.name == "languages":
             return lookup.languages(repo, actor, args, self._clock.now())
+        if request.name == "mine":
+            return lookup.mine(repo, actor)
+        if request.name == "queue":
+            return lookup.queue_status(self._config, repo, queues, self._clock.now())
         raise TicketError(f"Unknown command {request.name!r}. Try help.")
 
     @staticmethod
@@ -376,6 +578,10 @@ class CommandService:
             raise TicketError(
                 f"Ticket {ticket.number} belongs to queue {queue.name}; use that queue's room."
             )
+
+
+def _is_queue_status(args: str) -> bool:
+    return args.strip().lower() in ("status", "")
 
 
 def _bare(word: str) -> str:

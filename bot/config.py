@@ -214,6 +214,18 @@ class QueueConfig:
     reopen_days: int = 30
     #: The address replies come from: the first own address, or the parent queue's.
     reply_from: str = ""
+    #: Who may do what, by user id or role ("discord-role:ID"): "act", "trainee", "read",
+    #: or "none" (taken away). Set from ``volunteers``/``discord_roles`` and the grants
+    #: admins make at run time; a subject not named here falls back to ``volunteers``.
+    access: Mapping[str, str] = field(default_factory=dict)
+    #: Closed to new mail: mail to this queue's addresses goes to that queue instead.
+    closed_to: str | None = None
+    #: Reminder pings and the digest for this queue (``queue set NAME reminders off``).
+    reminders: bool = True
+    #: Chat shows requesters as pseudonyms, with addresses and phone numbers masked.
+    pseudonymize: bool = False
+    #: An admin bound this queue to a room the privacy check calls public, on purpose.
+    public_ok: bool = False
 
     @property
     def parent(self) -> str | None:
@@ -240,12 +252,49 @@ class QueueConfig:
     def reply_address(self) -> str:
         return self.reply_from or self.addresses[0]
 
-    def may_act(self, actor: Actor) -> bool:
-        """A volunteer of this queue: named in ``volunteers``, or holding one of its roles."""
-        if actor.user_id in self.volunteers:
-            return True
+    def level(self, actor: Actor) -> str | None:
+        """The actor's access to this queue: "act", "trainee", "read", or None.
+
+        The strongest of what the person and each of their roles hold; a subject that
+        admins never granted or revoked falls back to ``volunteers``/``discord_roles``.
+        """
+        best: str | None = None
         roles = {f"discord-role:{role}" for role in self.discord_roles}
-        return bool(roles & actor.roles)
+        for subject in (actor.user_id, *sorted(actor.roles)):
+            level = self.access.get(subject)
+            if level is None and (subject in self.volunteers or subject in roles):
+                level = "act"
+            if level is not None and _RANK[level] > _RANK.get(best or "none", 0):
+                best = level
+        return best
+
+    def may_act(self, actor: Actor) -> bool:
+        """A full volunteer of this queue, in person or by one of their roles."""
+        return self.level(actor) == "act"
+
+    def may_work(self, actor: Actor) -> bool:
+        """A volunteer or a trainee: may claim, note and draft replies."""
+        return self.level(actor) in ("act", "trainee")
+
+    def may_read(self, actor: Actor) -> bool:
+        """May see and search this queue's tickets."""
+        return self.level(actor) in ("act", "trainee", "read")
+
+
+#: Access levels, weakest first; "none" is an explicit revocation.
+ACCESS_LEVELS = ("none", "read", "trainee", "act")
+_RANK = {name: rank for rank, name in enumerate(ACCESS_LEVELS)}
+
+
+@dataclass(frozen=True)
+class ReportsConfig:
+    """The weekly traffic report, posted to an admins' room (none of it: no report)."""
+
+    #: "mon 08:00" (UTC): the day and time the weekly report is posted; None: off.
+    weekly_at: tuple[int, time] | None = None
+    matrix_room: str | None = None
+    discord_channel: int | None = None
+    console: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,6 +317,15 @@ class Config:
     #: Reply templates: name -> language -> text.
     templates: Mapping[str, Texts] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
+    #: The ``[[rule]]`` tables as written, so admins' rule commands can copy and edit them.
+    rule_tables: tuple[Mapping[str, Any], ...] = ()
+    #: The first admins (user ids, ``discord:ID`` or ``discord-role:ID``); more are granted
+    #: at run time with ``admin grant``.
+    admins: tuple[str, ...] = ()
+    reports: ReportsConfig = ReportsConfig()
+
+    def is_admin(self, actor: Actor) -> bool:
+        return bool({actor.user_id, *actor.roles} & set(self.admins))
 
     def queue(self, name: str) -> QueueConfig:
         for queue in self.queues:
@@ -582,7 +640,17 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
     from bot.rules import parse_rules  # rules name queues; read them last
 
     root.used.add("rule")
-    rules = parse_rules(root.data.get("rule", []), {q.name for q in queues})
+    rule_tables = root.data.get("rule", [])
+    rules = parse_rules(rule_tables, {q.name for q in queues})
+    admins = root.strings("admins")
+    for index, admin in enumerate(admins):
+        if not _SUBJECT.fullmatch(admin):
+            raise ConfigError(
+                f"admins[{index}]",
+                f"{admin!r} is not a user: write @name:server (Matrix), discord:ID, "
+                "discord-role:ID or console:NAME",
+            )
+    reports = _read_reports(root.table("reports"), matrix, discord)
     root.finish()
 
     config = Config(
@@ -603,6 +671,9 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         retention=retention,
         templates=templates,
         rules=rules,
+        rule_tables=tuple(rule_tables),
+        admins=admins,
+        reports=reports,
     )
     for index, queue in enumerate(queues):
         if not queue.bindings(config):
@@ -736,6 +807,47 @@ def _read_retention(section: _Section | None, base: Path) -> RetentionConfig:
     )
     section.finish()
     return retention
+
+
+#: Who can be named as an admin or granted access.
+_SUBJECT = re.compile(r"@[^:\s]+:\S+|discord:\d+|discord-role:\d+|console:\S+|@[^:\s]+:console")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _read_reports(
+    section: _Section | None, matrix: MatrixConfig | None, discord: DiscordConfig | None
+) -> ReportsConfig:
+    if section is None:
+        return ReportsConfig()
+    weekly_at: tuple[int, time] | None = None
+    text = section.opt("weekly", str)
+    if text is not None and text.strip().lower() != "off":
+        day, _, clock = text.strip().lower().partition(" ")
+        at = parse_clock(clock) if clock else None
+        if day[:3] not in _DAYS or at is None:
+            raise ConfigError(
+                "reports.weekly",
+                f'must be a day and UTC time like "mon 08:00" or "off", got {text!r}',
+            )
+        weekly_at = (_DAYS.index(day[:3]), at)
+    matrix_room = section.opt("matrix_room", str)
+    if matrix_room is not None and matrix is None:
+        raise ConfigError("reports.matrix_room", "needs a [matrix] section")
+    discord_channel = section.opt("discord_channel", int)
+    if discord_channel is not None and discord is None:
+        raise ConfigError("reports.discord_channel", "needs a [discord] section")
+    reports = ReportsConfig(
+        weekly_at=weekly_at,
+        matrix_room=matrix_room,
+        discord_channel=discord_channel,
+        console=section.get("console", bool, False),
+    )
+    section.finish()
+    if weekly_at is not None and not (matrix_room or discord_channel or reports.console):
+        raise ConfigError(
+            "reports.weekly", "needs a room to post to: matrix_room, discord_channel or console"
+        )
+    return reports
 
 
 def _read_matrix(section: _Section | None) -> MatrixConfig | None:

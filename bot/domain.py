@@ -60,6 +60,7 @@ class SendState(StrEnum):
     SENT = "sent"
     FAILED = "failed"  # gave up: permanent error or too many attempts
     CANCELLED = "cancelled"  # undone by the volunteer before it went out
+    AWAITING_APPROVAL = "approval"  # a trainee's draft: sent once a volunteer approves
 
 
 class TicketError(Exception):

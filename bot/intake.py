@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from bot.actions import announce
+from bot.admin.live import LiveConfig, as_live
 from bot.config import Config
 from bot.domain import SYSTEM, Article, ArticleKind, SendState, Ticket, TicketState
 from bot.mail import Address, AttachmentData, InboundEmail
@@ -61,17 +62,22 @@ class IntakeService:
 
     def __init__(
         self,
-        config: Config,
+        config: Config | LiveConfig,
         store: Store,
         clock: Clock,
         wake: Callable[[], None],
         detector: LanguageDetector | None = None,
     ) -> None:
-        self._config = config
+        self._live = as_live(config)
         self._store = store
         self._clock = clock
         self._wake = wake
         self._detector = detector
+
+    @property
+    def _config(self) -> Config:
+        """The config in force now: admins' changes apply from the next use on."""
+        return self._live.current
 
     async def ingest(self, email: InboundEmail, key: MailKey) -> IntakeOutcome:
         language = self._language(email)

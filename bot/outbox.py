@@ -18,12 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from bot.admin.live import LiveConfig, as_live
 from bot.chat import ArticleView, ChatGateway, TicketView, article_view, ticket_view
 from bot.config import Config
 from bot.domain import Article, ArticleKind, SendState
 from bot.faults import checkpoint
 from bot.mail import Address, OutgoingEmail
 from bot.ports import Clock, MailSender, MailSendError, StoreUnavailable
+from bot.privacy import mask_article, mask_ticket, pseudonym, pseudonym_key
 from bot.replies import strip_quoted
 from bot.repository import ChatPost, OutboxItem, Repository, Store
 
@@ -51,7 +53,7 @@ class _ChatWork:
 class OutboxDispatcher:
     def __init__(
         self,
-        config: Config,
+        config: Config | LiveConfig,
         store: Store,
         clock: Clock,
         gateways: Mapping[str, ChatGateway],
@@ -61,7 +63,7 @@ class OutboxDispatcher:
     ) -> None:
         """``uploads`` names the chat platforms that are handed attachment bytes."""
         self._uploads = uploads
-        self._config = config
+        self._live = as_live(config)
         self._store = store
         self._clock = clock
         self._gateways = dict(gateways)
@@ -73,6 +75,11 @@ class OutboxDispatcher:
         # Replies the SMTP server accepted whose record has not been written yet: a
         # retry in this process records them instead of sending them again.
         self._sent_unrecorded: set[int] = set()
+
+    @property
+    def _config(self) -> Config:
+        """The config in force now: admins' changes apply from the next use on."""
+        return self._live.current
 
     @property
     def channels(self) -> list[str]:
@@ -250,13 +257,16 @@ class OutboxDispatcher:
     ) -> None:
         """A moved ticket's messages after the first, posted under its new root (but not the
         one ``item`` itself is about to post)."""
-        views = await self._store.run(
-            lambda repo: [
-                self._view(repo, gateway.name, a)
+
+        def views_of(repo: Repository) -> list[ArticleView]:
+            key = self._privacy_key(repo, repo.ticket_by_id(item.ticket_id).queue)
+            return [
+                self._view(repo, gateway.name, a, key)
                 for a in repo.articles(item.ticket_id)[1:]
                 if a.id != item.article_id
             ]
-        )
+
+        views = await self._store.run(views_of)
         for index, view in enumerate(views):
             await gateway.post_article(
                 post.room, post.root_ref, work.ticket, view, f"{item.key}:h{index}"
@@ -298,9 +308,19 @@ class OutboxDispatcher:
 
     def _first_view(self, repo: Repository, platform: str, ticket_id: int) -> ArticleView | None:
         first = repo.first_article(ticket_id)
-        return self._view(repo, platform, first) if first is not None else None
+        if first is None:
+            return None
+        key = self._privacy_key(repo, repo.ticket_by_id(ticket_id).queue)
+        return self._view(repo, platform, first, key)
 
-    def _view(self, repo: Repository, platform: str, article: Article) -> ArticleView:
+    def _privacy_key(self, repo: Repository, queue_name: str) -> bytes | None:
+        """The pseudonym key where the ticket's queue shows pseudonyms, else None."""
+        queue = self._config.find_queue(queue_name)
+        return pseudonym_key(repo) if queue is not None and queue.pseudonymize else None
+
+    def _view(
+        self, repo: Repository, platform: str, article: Article, key: bytes | None = None
+    ) -> ArticleView:
         files = []
         if platform in self._uploads and article.attachments and article.id is not None:
             files = repo.attachment_files(article.id)
@@ -308,7 +328,10 @@ class OutboxDispatcher:
         if article.kind in (ArticleKind.INBOUND, ArticleKind.REPLY):
             # chat shows what is new; the quoted history stays in the ticket
             body = strip_quoted(article.body)
-        return article_view(article, files, body)
+        view = article_view(article, files, body)
+        if key is not None:
+            view = mask_article(view, pseudonym(article.author, key))
+        return view
 
     def _posted(self, repo: Repository, post: ChatPost, item: OutboxItem) -> None:
         now = self._clock.now()
@@ -320,14 +343,18 @@ class OutboxDispatcher:
         first = repo.first_article(item.ticket_id)
         article = repo.article(item.article_id) if item.article_id is not None else None
         queue = self._config.queue(ticket.queue)
+        key = self._privacy_key(repo, ticket.queue)
+        view = ticket_view(ticket, first, self._config.tickets.preview_lines)
+        if key is not None:
+            view = mask_ticket(view, pseudonym(ticket.requester_email, key))
         return _ChatWork(
             room=queue.bindings(self._config).get(platform),
             post=repo.chat_post(item.ticket_id, platform),
-            ticket=ticket_view(ticket, first, self._config.tickets.preview_lines),
-            first=self._view(repo, platform, first)
+            ticket=view,
+            first=self._view(repo, platform, first, key)
             if first is not None and item.kind == "post_ticket"
             else None,
-            article=self._view(repo, platform, article) if article is not None else None,
+            article=self._view(repo, platform, article, key) if article is not None else None,
         )
 
     async def _retry(self, item: OutboxItem, exc: Exception) -> None:

@@ -115,3 +115,18 @@ class LanguageDetector(Protocol):
 
     def detect(self, text: str) -> str:
         """An ISO 639-1 code ("de", "en") or ""."""
+
+
+@dataclass(frozen=True)
+class RoomCheck:
+    """What the privacy check found about a chat room: public, and why."""
+
+    public: bool
+    reason: str = ""
+
+
+class RoomInspector(Protocol):
+    """Tells whether a room is readable by the public: a Matrix room anyone may join or
+    listed in the directory, a Discord channel @everyone can read."""
+
+    async def check_room(self, room: str) -> RoomCheck: ...

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.actions import announce, ticket_id
+from bot.admin.live import LiveConfig, as_live
 from bot.config import Config, QueueConfig
 from bot.domain import SYSTEM, ArticleKind, Ticket, TicketState
 from bot.ports import Clock
@@ -52,12 +53,17 @@ class TickReport:
 
 class ReminderService:
     def __init__(
-        self, config: Config, store: Store, clock: Clock, wake: Callable[[], None]
+        self, config: Config | LiveConfig, store: Store, clock: Clock, wake: Callable[[], None]
     ) -> None:
-        self._config = config
+        self._live = as_live(config)
         self._store = store
         self._clock = clock
         self._wake = wake
+
+    @property
+    def _config(self) -> Config:
+        """The config in force now: admins' changes apply from the next use on."""
+        return self._live.current
 
     async def tick(self) -> TickReport:
         now = self._clock.now()
@@ -143,7 +149,7 @@ class ReminderService:
         speakers: dict[str, tuple[str, ...]],
     ) -> int:
         after = self._config.reminders.unclaimed_after
-        if after is None:
+        if after is None or not self._config.queue(ticket.queue).reminders:
             return 0
         waiting_since = ticket.reminded_at or ticket.created_at
         if now - waiting_since < after:
@@ -174,7 +180,7 @@ class ReminderService:
 
     def _remind_owner(self, repo: Repository, ticket: Ticket, now: datetime) -> int:
         after = self._config.reminders.unanswered_after
-        if after is None or ticket.owner is None:
+        if after is None or ticket.owner is None or not self._config.queue(ticket.queue).reminders:
             return 0
         last = repo.last_article_of_kinds(
             ticket_id(ticket), [ArticleKind.INBOUND.value, ArticleKind.REPLY.value]
@@ -212,6 +218,8 @@ class ReminderService:
         pending = {q.name: repo.state_counts(q.name) for q in self._config.queues}
         sent = 0
         for queue in self._config.queues:
+            if not queue.reminders:
+                continue  # the queue's admin turned its reminders and digest off
             waiting = [t for t in active if t.queue == queue.name]
             counts = pending[queue.name]
             if not waiting and not any(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol, TypeVar
 
+from bot.admin.overlay import Overlay
 from bot.domain import Actor, Article, Ticket
 from bot.mail import AttachmentData
 from bot.ports import MailCursor, MailKey
@@ -69,6 +70,9 @@ class AuditRecord:
     action: str
     detail: str
     ticket_id: int | None
+    #: For changes: the value replaced and the one set (admin actions).
+    before: str = ""
+    after: str = ""
 
 
 class Repository(Protocol):
@@ -148,8 +152,57 @@ class Repository(Protocol):
 
     # audit
     def audit(
-        self, at: datetime, actor: Actor, action: str, ticket_id: int | None, detail: str = ""
+        self,
+        at: datetime,
+        actor: Actor,
+        action: str,
+        ticket_id: int | None,
+        detail: str = "",
+        *,
+        before: str = "",
+        after: str = "",
     ) -> None: ...
+
+    # what admins change at run time (storage/admin.py)
+    def load_overlay(self) -> Overlay: ...
+
+    def desk_setting(self, key: str) -> Any: ...
+
+    def set_desk_setting(self, key: str, value: Any, now: datetime, by: str) -> None: ...
+
+    def set_access(
+        self,
+        subject: str,
+        queue: str,
+        level: str | None,
+        subqueues: bool,
+        now: datetime,
+        by: str,
+    ) -> None: ...
+
+    def set_admin(self, user_id: str, granted: bool, now: datetime, by: str) -> None: ...
+
+    def rename_queue(self, old: str, new: str) -> None: ...
+
+    def queue_ticket_counts(self, queue: str) -> tuple[int, int]: ...
+
+    def move_closed_tickets(self, source: str, target: str) -> int: ...
+
+    def queue_overview(self, queues: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def tickets_owned(self, owner: str, limit: int) -> list[Ticket]: ...
+
+    def raw_message_of(self, article_id: int) -> bytes | None: ...
+
+    def audit_log(
+        self,
+        *,
+        user: str | None = None,
+        ticket_id: int | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[AuditRecord]: ...
 
     def history(self, ticket_id: int) -> list[AuditRecord]: ...
 

@@ -16,14 +16,27 @@ _REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|fw|fwd|wg|tr|antw)\s*(\[\d+\])?\s*:\
 def route_queue(email: InboundEmail, queues: Sequence[QueueConfig]) -> QueueConfig:
     """The queue of the first recipient (To, then Cc, then Delivered-To) that a queue owns.
 
-    Mail to no known address goes to the default queue, so nothing is dropped.
+    Mail to no known address goes to the default queue, so nothing is dropped; mail to
+    a queue closed to new mail goes where its admin sent it.
     """
     by_address = {address: queue for queue in queues for address in queue.addresses}
     for recipient in email.recipients:
         queue = by_address.get(recipient.email.lower())
         if queue is not None:
-            return queue
-    return next(q for q in queues if q.default)
+            return _open_for_mail(queue, queues)
+    return _open_for_mail(next(q for q in queues if q.default), queues)
+
+
+def _open_for_mail(queue: QueueConfig, queues: Sequence[QueueConfig]) -> QueueConfig:
+    """A queue closed to new mail passes it on to the queue its admin named."""
+    seen = {queue.name}
+    while queue.closed_to is not None:
+        target = next((q for q in queues if q.name == queue.closed_to), None)
+        if target is None or target.name in seen:
+            break
+        seen.add(target.name)
+        queue = target
+    return queue
 
 
 def ticket_number_in_subject(subject: str) -> str | None:

@@ -277,10 +277,14 @@ def _erasure_plan(address: str) -> ErasurePlan:
     audit_ids = tuple(
         sorted(
             int(r.id)
-            for r in m.AuditEntry.select(m.AuditEntry.id, m.AuditEntry.detail).where(
+            for r in m.AuditEntry.select(
+                m.AuditEntry.id, m.AuditEntry.detail, m.AuditEntry.before, m.AuditEntry.after
+            ).where(
                 fn.LOWER(m.AuditEntry.detail).contains(address)
+                | fn.LOWER(m.AuditEntry.before).contains(address)
+                | fn.LOWER(m.AuditEntry.after).contains(address)
             )
-            if address in str(r.detail).lower()
+            if address in f"{r.detail}\n{r.before}\n{r.after}".lower()
         )
     )
     plan = ErasurePlan(
@@ -423,12 +427,14 @@ def _apply_erasure(
     say(f"cutting the address out of {len(plan.audit_entries)} history line(s)")
     pattern = re.compile(re.escape(address), re.IGNORECASE)
     for chunk in chunks(plan.audit_entries):
-        for row in m.AuditEntry.select(m.AuditEntry.id, m.AuditEntry.detail).where(
-            m.AuditEntry.id.in_(chunk)
-        ):
-            m.AuditEntry.update(detail=pattern.sub(plan.replacement, row.detail)).where(
-                m.AuditEntry.id == row.id
-            ).execute()
+        for row in m.AuditEntry.select(
+            m.AuditEntry.id, m.AuditEntry.detail, m.AuditEntry.before, m.AuditEntry.after
+        ).where(m.AuditEntry.id.in_(chunk)):
+            m.AuditEntry.update(
+                detail=pattern.sub(plan.replacement, row.detail),
+                before=pattern.sub(plan.replacement, row.before),
+                after=pattern.sub(plan.replacement, row.after),
+            ).where(m.AuditEntry.id == row.id).execute()
     say(f"emptying {len(plan.outbox)} outbox entries")
     for chunk in chunks(plan.outbox_pending):
         m.OutboxEntry.update(state="cancelled", done_at=at).where(

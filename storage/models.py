@@ -216,9 +216,11 @@ class AuditEntry(BaseModel):
     actor_platform = CharField()
     actor_id = TextField(index=True)
     actor_name = TextField()
-    action = CharField()
+    action = CharField(index=True)
     ticket = ForeignKeyField(Ticket, null=True, on_delete="RESTRICT")
     detail = TextField()
+    before = TextField(default="")
+    after = TextField(default="")
 
     class Meta:
         table_name = "audit_log"
@@ -277,6 +279,37 @@ class JobState(BaseModel):
     value = TextField()
 
 
+class DeskSetting(BaseModel):
+    """A setting admins changed at run time (``queue:<name>``, ``rules``), as JSON."""
+
+    key = CharField(unique=True)
+    value = TextField()
+    updated_at = UtcDateTimeField()
+    updated_by = TextField()
+
+
+class AccessGrant(BaseModel):
+    """Access to a queue granted (or taken away: ``none``) by an admin."""
+
+    subject = TextField()
+    queue = TextField()
+    level = CharField()
+    subqueues = IntegerField(default=1)
+    granted_by = TextField()
+    at = UtcDateTimeField()
+
+    class Meta:
+        indexes = ((("subject", "queue"), True),)
+
+
+class AdminGrant(BaseModel):
+    """An admin added with ``admin grant`` (the first ones are in ``bot.toml``)."""
+
+    user_id = TextField(unique=True)
+    granted_by = TextField()
+    at = UtcDateTimeField()
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     SchemaVersion,
     Queue,
@@ -296,4 +329,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     AutoResponse,
     Volunteer,
     JobState,
+    DeskSetting,
+    AccessGrant,
+    AdminGrant,
 ]

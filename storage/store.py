@@ -24,6 +24,7 @@ from bot.ports import MailCursor, MailKey, StoreUnavailable
 from bot.repository import AuditRecord, ChatPost, OutboxItem, SearchPage, SearchQuery
 from bot.routing import format_ticket_number
 from storage import models as m
+from storage.admin import AdminQueries
 from storage.database import is_sqlite, open_database
 from storage.migrations import migrate
 from storage.search import search_tickets
@@ -142,7 +143,7 @@ def _attachment_problem(sha256: str, size: int, data: bytes | None) -> str | Non
     return None
 
 
-class PeeweeRepository:
+class PeeweeRepository(AdminQueries):
     """Implements :class:`bot.repository.Repository`; every method runs inside a transaction.
 
     Intake writes about a dozen rows a mail, so the statements on that path are kept few:
@@ -669,6 +670,9 @@ class PeeweeRepository:
         action: str,
         ticket_id: int | None,
         detail: str = "",
+        *,
+        before: str = "",
+        after: str = "",
     ) -> None:
         m.AuditEntry.create(
             at=at,
@@ -678,6 +682,8 @@ class PeeweeRepository:
             action=action,
             ticket=ticket_id,
             detail=_text(detail),
+            before=_text(before),
+            after=_text(after),
         )
 
     def history(self, ticket_id: int) -> list[AuditRecord]:

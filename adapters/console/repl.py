@@ -11,11 +11,13 @@ import asyncio
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TextIO
 
 from adapters.console.render import safe
 from bot.commands import ChatContext, CommandRequest, CommandResult, parse_command
 from bot.domain import Actor
+from bot.files import ResultFile
 
 Execute = Callable[[CommandRequest], Awaitable[CommandResult]]
 
@@ -29,8 +31,12 @@ class ConsoleRepl:
         after_command: Callable[[], Awaitable[object]] | None = None,
         stdin: TextIO | None = None,
         out: TextIO | None = None,
+        files_dir: Path | None = None,
     ) -> None:
         self._execute = execute
+        #: Where files a command answers with (charts, CSV) are saved: a terminal
+        #: cannot show them.
+        self._files_dir = files_dir or Path("var/reports")
         self._actor = actor
         self._after = after_command
         self._in = stdin or sys.stdin
@@ -99,3 +105,12 @@ class ConsoleRepl:
             self._print(f"  ✖ {safe(result.message)}")
         elif not result.shown_in_thread:
             self._print(safe(result.message))
+        for file in result.files:
+            self._print(f"  saved {file.content_type}: {self._save(file)}")
+
+    def _save(self, file: ResultFile) -> Path:
+        self._files_dir.mkdir(parents=True, exist_ok=True)
+        name = Path(file.name).name or "file"  # never a path from elsewhere
+        target = self._files_dir / name
+        target.write_bytes(file.data)
+        return target

@@ -97,6 +97,7 @@ def reply(action: Action) -> str:
     if previous is not None and previous.message_id:
         in_reply_to = previous.message_id
         references = (*previous.references[-20:], previous.message_id)
+    trainee = queue.level(action.actor) == "trainee"
     domain = queue.reply_address.rpartition("@")[2]
     article = action.repo.add_article(
         Article(
@@ -112,7 +113,7 @@ def reply(action: Action) -> str:
             in_reply_to=in_reply_to,
             references=references,
             to=(ticket.requester_email,),
-            send_state=SendState.QUEUED,
+            send_state=SendState.AWAITING_APPROVAL if trainee else SendState.QUEUED,
         )
     )
     forced = ""
@@ -127,6 +128,14 @@ def reply(action: Action) -> str:
         f"article {article.id}{forced}"
         + (f" template {parsed.template}" if parsed.template else "")
     )
+    if trainee:
+        action.post("post_article", article_id=article.id)
+        action.announce(
+            f"📝 Draft reply by {action.actor.label} (trainee) waits for a volunteer of "
+            f"{queue.name}: approve sends it, undo withdraws it.",
+            actions=("approve",),
+        )
+        return "Draft stored; it is sent when a volunteer of the queue approves it."
     delay = action.config.tickets.undo_seconds
     action.repo.enqueue(
         "email",
@@ -196,17 +205,49 @@ def undo(action: Action) -> str:
         a
         for a in action.repo.articles(action.ticket_id)
         if a.kind is ArticleKind.REPLY
-        and a.send_state is SendState.QUEUED
+        and a.send_state in (SendState.QUEUED, SendState.AWAITING_APPROVAL)
         and a.author == action.actor.user_id
     ]
     if not waiting:
         raise TicketError("You have no reply waiting to go out on this ticket.")
     article = waiting[-1]
     assert article.id is not None
-    if not action.repo.cancel_send(article.id, action.now):
+    draft = article.send_state is SendState.AWAITING_APPROVAL
+    if not draft and not action.repo.cancel_send(article.id, action.now):
         raise TicketError("Too late: the reply is already being sent.")
     article.send_state = SendState.CANCELLED
     action.repo.save_article_sending(article)
     action.audit(f"article {article.id} withdrawn")
     action.announce(f"↩ Reply withdrawn by {action.actor.label}; it was not sent.")
     return "Reply withdrawn; it was not sent."
+
+
+def approve(action: Action) -> str:
+    """A volunteer approves a trainee's draft: it goes out now, exactly once.
+
+    The draft turns into a queued reply and its send is queued in this same
+    transaction, so a second approval (or a click on two platforms) finds nothing
+    left to approve.
+    """
+    drafts = [
+        a
+        for a in action.repo.articles(action.ticket_id)
+        if a.kind is ArticleKind.REPLY and a.send_state is SendState.AWAITING_APPROVAL
+    ]
+    if not drafts:
+        raise TicketError(f"Ticket {action.ticket.number} has no draft reply waiting for approval.")
+    article = drafts[0]
+    assert article.id is not None
+    if article.author == action.actor.user_id:
+        raise TicketError("A trainee's draft needs another volunteer's approval.")
+    article.send_state = SendState.QUEUED
+    action.repo.save_article_sending(article)
+    action.repo.enqueue("email", "send_reply", action.ticket_id, action.now, article_id=article.id)
+    action.audit(f"article {article.id} by {article.author_name or article.author}")
+    left = len(drafts) - 1
+    more = f" {left} more draft(s) wait." if left else ""
+    action.announce(
+        f"✅ Reply by {article.author_name or article.author} approved by "
+        f"{action.actor.label}; it goes out now.{more}"
+    )
+    return "Approved; the reply goes out now." + more

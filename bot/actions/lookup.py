@@ -9,20 +9,32 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from bot.actions import Action
 from bot.config import Config
 from bot.domain import Actor, ArticleKind, Ticket, TicketError
+from bot.privacy import mask, pseudonym
 from bot.replies import describe_templates
 from bot.repository import Repository
 from bot.search import PAGE_SIZE, format_results, parse_search
+from bot.timeparse import format_duration
 
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
 
 
 def visible_queues(config: Config, actor: Actor) -> list[str]:
-    return [q.name for q in config.queues if q.may_act(actor)]
+    """The queues whose tickets the actor may see: volunteers, trainees and readers."""
+    return [q.name for q in config.queues if q.may_read(actor)]
 
 
-def show(repo: Repository, ticket: Ticket) -> str:
+def show(repo: Repository, ticket: Ticket, key: bytes | None = None) -> str:
+    """The ticket with its history; with a pseudonym ``key``, the requester stays hidden."""
+    text = _show(repo, ticket)
+    if key is None:
+        return text
+    return mask(text.replace(ticket.requester_email, pseudonym(ticket.requester_email, key)))
+
+
+def _show(repo: Repository, ticket: Ticket) -> str:
     articles = repo.articles(ticket.id or 0)
     owner = ticket.owner_label or "nobody"
     state = ticket.state.label
@@ -111,3 +123,43 @@ def languages(repo: Repository, actor: Actor, args: str, now: datetime) -> str:
     repo.set_volunteer_languages(actor.user_id, codes, now)
     repo.audit(now, actor, "volunteer.languages", None, " ".join(codes))
     return "Noted: you answer in " + ", ".join(codes) + ". Reminders ask you first for these."
+
+
+def reveal(action: Action) -> str:
+    """The requester's real address, for the asker alone; the audit log says who looked."""
+    ticket = action.ticket
+    action.audit("requester address shown", action="ticket.reveal")
+    name = f"{ticket.requester_name} " if ticket.requester_name else ""
+    return f"Ticket {ticket.number}: the requester is {name}<{ticket.requester_email}>."
+
+
+def mine(repo: Repository, actor: Actor) -> str:
+    tickets = repo.tickets_owned(actor.user_id, 51)
+    if not tickets:
+        return "You hold no open tickets. search owner:none finds unclaimed ones."
+    lines = [f"Your open tickets ({len(tickets) if len(tickets) <= 50 else '50+'}):"]
+    for t in tickets[:50]:
+        lines.append(
+            f"{t.number} · {t.state.label} · {t.queue} · updated {t.updated_at:%Y-%m-%d} "
+            f"· {t.subject[:70]}"
+        )
+    return "\n".join(lines)
+
+
+def queue_status(config: Config, repo: Repository, queues: list[str], now: datetime) -> str:
+    """Per queue the asker sees: new, open, pending, and how long the oldest has waited."""
+    if not queues:
+        raise TicketError("You are not a volunteer of any queue shown here.")
+    overview = repo.queue_overview(queues)
+    lines = ["Queue status (oldest waiting: new or open, by arrival):"]
+    for name in queues:
+        states = overview[name]["states"]
+        pending = sum(v for k, v in states.items() if k.startswith("pending"))
+        oldest = overview[name]["oldest_waiting"]
+        waited = format_duration(now - oldest) if oldest is not None else "-"
+        closed = " (closed to new mail)" if config.queue(name).closed_to else ""
+        lines.append(
+            f"{name}{closed}: {states.get('new', 0)} new · {states.get('open', 0)} open · "
+            f"{pending} pending · oldest waiting {waited}"
+        )
+    return "\n".join(lines)

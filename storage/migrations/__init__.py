@@ -13,12 +13,17 @@ from typing import Any
 
 from peewee import Database, PostgresqlDatabase
 
-from storage.migrations import m0001_initial, m0002_lifecycle, m0003_attachment_blobs
+from storage.migrations import (
+    m0001_initial,
+    m0002_lifecycle,
+    m0003_attachment_blobs,
+    m0004_admin,
+)
 from storage.migrations.base import Migrator
 
 log = logging.getLogger(__name__)
 
-STEPS: list[ModuleType] = [m0001_initial, m0002_lifecycle, m0003_attachment_blobs]
+STEPS: list[ModuleType] = [m0001_initial, m0002_lifecycle, m0003_attachment_blobs, m0004_admin]
 LATEST = STEPS[-1].VERSION
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.admin.live import LiveConfig
 from bot.commands import ChatContext, CommandRequest, CommandResult, CommandService
 from bot.config import Config, parse_config
 from bot.domain import Actor
@@ -105,6 +106,7 @@ class Desk:
     chat: RecordingGateway
     sender: RecordingSender
     reminders: ReminderService
+    live: LiveConfig | None = None
     _keys: int = 0
 
     async def receive(self, email: InboundEmail) -> IntakeOutcome:
@@ -116,7 +118,7 @@ class Desk:
     ) -> CommandResult:
         name, _, args = text.lstrip("!").partition(" ")
         return await self.commands.execute(
-            CommandRequest(actor, name, args.strip(), ChatContext("matrix", room, thread))
+            CommandRequest(actor, name, args.strip(), ChatContext(actor.platform, room, thread))
         )
 
     async def flush(self) -> int:
@@ -128,14 +130,17 @@ async def make_desk(
 ) -> Desk:
     config = desk_config(tmp_path, storage_url, extra)
     store = await SqlStore.open(config.storage.url)
+    # one config in force for every service, as in the app: admins' changes reach all
+    live = LiveConfig(config)
+    await store.run(live.load)
     clock = FakeClock()
     chat = RecordingGateway()
     sender = RecordingSender()
-    dispatcher = OutboxDispatcher(config, store, clock, {"matrix": chat}, sender)
-    intake = IntakeService(config, store, clock, dispatcher.wake)
-    commands = CommandService(config, store, clock, dispatcher.wake)
-    reminders = ReminderService(config, store, clock, dispatcher.wake)
-    return Desk(config, store, clock, intake, commands, dispatcher, chat, sender, reminders)
+    dispatcher = OutboxDispatcher(live, store, clock, {"matrix": chat}, sender)
+    intake = IntakeService(live, store, clock, dispatcher.wake)
+    commands = CommandService(live, store, clock, dispatcher.wake)
+    reminders = ReminderService(live, store, clock, dispatcher.wake)
+    return Desk(config, store, clock, intake, commands, dispatcher, chat, sender, reminders, live)
 
 
 @pytest.fixture

@@ -281,7 +281,7 @@ async def test_erase_leaves_no_trace_of_her_and_keeps_every_ticket(
 
     tombstones = [r for r in after["audit_log"] if r[5] == "data.erased" and r[6] is None]
     assert len(tombstones) == 1
-    _, _, platform, actor, _, _, _, detail = tombstones[0]
+    _, _, platform, actor, _, _, _, detail, *_ = tombstones[0]
     assert (platform, actor) == ("cli", "alice")
     recorded = json.loads(detail)
     assert recorded["address_sha256"] == hashlib.sha256(MARIA.encode()).hexdigest()
