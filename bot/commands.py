@@ -469,10 +469,14 @@ class CommandService:
                 context.platform, context.room
             )
         if name == "privacy" and words[:1] == ["check"]:
-            for queue in config.queues:
-                for platform, room in queue.bindings(config).items():
-                    if (platform, room) not in checks:
-                        checks[(platform, room)] = await self.check_room_privacy(platform, room)
+            places = [
+                (platform, room)
+                for queue in self._live.unblocked_config().queues
+                for platform, room in queue.bindings(config).items()
+            ]
+            for platform, room in places:
+                if (platform, room) not in checks:
+                    checks[(platform, room)] = await self.check_room_privacy(platform, room)
         now = self._clock.now()
 
         def work(repo: Repository) -> tuple[str, Config]:
@@ -491,6 +495,9 @@ class CommandService:
             return message, act.check()
 
         message, new_config = await self._store.run(work)
+        for place, check in checks.items():
+            if not check.public:
+                self._live.unblock(*place)  # made private since the start-up check
         self._live.set(new_config)
         self._wake()
         log.info("%s %s by %s", name, " ".join(words[:2]), request.actor.user_id)

@@ -17,17 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from adapters.discord.commands import register_commands
 from adapters.discord.gateway import DiscordGateway
+from adapters.discord.inspector import ChannelInspector, everyone_can_view
 from adapters.discord.interactions import CommandExecutor, InteractionHandler
 from adapters.discord.mapping import QueueChannels
 from adapters.discord.reactions import ReactionHandler
 from adapters.discord.views import ActionButtons, TicketButtons, offered_buttons
-from bot.config import DiscordConfig, QueueConfig
+from bot.config import Config, DiscordConfig, QueueConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,11 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
 PUBLIC_QUEUE_WARNING = (
-    "⚠️ ticketbot: everyone in this server can read this queue channel, so every "
-    "requester's email (name, address, message) is visible to all members. Make the "
-    "channel private (deny View Channel to the everyone role) and allow only the "
-    "volunteers' role."
+    "⚠️ ticketbot: everyone in this server can read this channel, and tickets hold "
+    "requesters' names, addresses and mail, so no tickets of queue {queue} are posted "
+    "here. Make the channel private (deny View Channel to the everyone role, allow the "
+    "volunteers' role) and restart ticketbot; or, if everyone here may really read "
+    "them, an admin runs /queue args:bind {queue} --public-ok in this channel."
 )
 #: What the bot needs in a queue channel, and why (for the start-up check).
 NEEDED_PERMISSIONS = {
@@ -94,6 +97,10 @@ class DiscordAdapter:
     Call :meth:`start` (connect, wait until ready, sync commands, check the queue
     channels), then run :meth:`run` as a task until :meth:`stop`. ``commands`` is
     the :class:`bot.commands.CommandService` (anything with its ``execute``).
+
+    The composition root also registers :attr:`inspector` as the core's privacy check
+    of Discord channels and :meth:`apply_config` as a listener of config changes, so
+    queues bound, unbound or re-granted by admins' commands take effect at once.
     """
 
     def __init__(
@@ -110,6 +117,8 @@ class DiscordAdapter:
         self.config = config
         self.channels = QueueChannels(queues)
         self.client = TicketbotClient(guild_ready_timeout)
+        #: The privacy check the core runs on queue channels (``bot.ports.RoomInspector``).
+        self.inspector = ChannelInspector(self.client, config.guild_id)
         self.tree: app_commands.CommandTree[TicketbotClient] = app_commands.CommandTree(self.client)
         self.interactions = InteractionHandler(commands, self.channels)
         self.gateway = DiscordGateway(
@@ -121,6 +130,7 @@ class DiscordAdapter:
         register_commands(self.tree, self.interactions, discord.Object(config.guild_id))
         self._ready_timeout = ready_timeout
         self._connection: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -166,6 +176,8 @@ class DiscordAdapter:
 
     async def stop(self) -> None:
         """Close the connection (also ending :meth:`run`)."""
+        for task in list(self._checks):
+            task.cancel()
         await self.client.close()
         connection = self._connection
         if connection is None:
@@ -175,6 +187,37 @@ class DiscordAdapter:
             connection.cancel()
         elif not connection.cancelled() and connection.exception() is not None:
             log.warning("discord: the connection had ended with %r", connection.exception())
+
+    def apply_config(self, config: Config) -> None:
+        """Follow the config in force (``LiveConfig.on_change``): a channel an admin binds
+        with ``queue bind`` is a queue channel from the next event on, an unbound one
+        stops being one, and changed access applies to the next button or modal.
+
+        A newly bound channel is checked for the bot's own permissions in the
+        background, as at start: the bind itself is answered over the interaction, so
+        a channel the bot may not post or open threads in would otherwise only show up
+        as failing posts.
+        """
+        added, removed = self.channels.update(config.queues)
+        for channel_id in removed:
+            log.info("discord: channel %s is no longer a queue channel", channel_id)
+        for channel_id in added:
+            queue = self.channels.queue(channel_id)
+            log.info(
+                "discord: channel %s is now the channel of queue %s",
+                channel_id,
+                queue.name if queue is not None else "?",
+            )
+        guild = self.client.get_guild(self.config.guild_id) if self.client.is_ready() else None
+        if guild is None or not added:
+            return  # before the start: the start checks every channel anyway
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._check_permissions(guild, added), name="discord-check")
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     # --- internals -------------------------------------------------------------------------
 
@@ -209,8 +252,26 @@ class DiscordAdapter:
         raise DiscordStartError(f"discord: not ready within {self._ready_timeout:.0f} s")
 
     async def _check_channels(self, guild: discord.Guild) -> None:
-        """Log what is wrong with each queue channel; warn loudly where everyone can read it."""
-        for channel_id in self.channels.ids:
+        """At start: log what is wrong with each queue channel, and say in each public one
+        why no tickets appear there.
+
+        Whether a public channel is used is not decided here: the core runs the
+        privacy check (:attr:`inspector`) right after the start and keeps its queue
+        out of it unless an admin allowed it (``--public-ok``); such a channel gets
+        no warning.
+        """
+        for channel in await self._check_permissions(guild, self.channels.ids):
+            queue = self.channels.queue(channel.id)
+            if queue is not None and not queue.public_ok and everyone_can_view(channel):
+                await self._warn_public(queue.name, channel)
+
+    async def _check_permissions(
+        self, guild: discord.Guild, channel_ids: Sequence[int]
+    ) -> list[discord.TextChannel]:
+        """Log each queue channel that is no text channel or where the bot lacks a
+        permission it needs; the text channels found."""
+        found: list[discord.TextChannel] = []
+        for channel_id in channel_ids:
             queue = self.channels.queue(channel_id)
             name = queue.name if queue is not None else "?"
             channel = guild.get_channel(channel_id)
@@ -234,18 +295,19 @@ class DiscordAdapter:
                     channel.name,
                     ", ".join(missing),
                 )
-            if channel.permissions_for(guild.default_role).view_channel:
-                await self._warn_public(name, channel)
+            found.append(channel)
+        return found
 
     async def _warn_public(self, queue: str, channel: discord.TextChannel) -> None:
         log.warning(
             "discord: QUEUE CHANNEL #%s (%s, queue %s) IS READABLE BY EVERYONE IN THE SERVER: "
-            "requesters' emails are visible to all members. Deny View Channel to @everyone.",
+            "no tickets are posted there. Deny View Channel to @everyone, or have an admin "
+            "bind it with --public-ok.",
             channel.name,
             channel.id,
             queue,
         )
         try:
-            await self.gateway.post_text(channel.id, PUBLIC_QUEUE_WARNING)
+            await self.gateway.post_text(channel.id, PUBLIC_QUEUE_WARNING.format(queue=queue))
         except discord.HTTPException as exc:
             log.warning("discord: could not post the warning in #%s: %s", channel.name, exc)

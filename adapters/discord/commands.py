@@ -1,6 +1,9 @@
 """The shared command vocabulary as Discord slash commands: /claim, /reply, /pending, ...
 
-One slash command per entry of :data:`bot.commands.COMMANDS`. A command about one
+One slash command per entry of :data:`bot.commands.COMMANDS`, admin commands included
+(``/queue``, ``/access``, ``/admin``, ``/rule``, ``/audit``, ``/privacy``): they take
+everything in ``args`` (``/queue args:bind info``) and set no Discord permission, as
+the core refuses whoever is not one of the desk's admins. A command about one
 ticket has an optional ``number`` (not needed inside a ticket's thread); one that
 takes short arguments (``pending 3d``, ``move info::de``, ``search state:open``) has
 an optional ``args`` text as well; ``reply`` and ``note`` ask for their text in a
@@ -45,9 +48,8 @@ def args_help(spec: CommandSpec) -> str:
     ``pending [NUMBER] DURATION|DATE [reminder|autoclose]`` gives ``DURATION|DATE
     [reminder|autoclose], e.g. 3d autoclose``.
     """
-    words = spec.usage.split()
-    if words and words[0] == spec.name:
-        words = words[1:]
+    # the name once more after a "|" (``queue status | queue list``) says nothing either
+    words = [word for word in spec.usage.split() if word != spec.name]
     if words and words[0] == "[NUMBER]":
         words = words[1:]
     text = " ".join(words) or "arguments"
@@ -64,12 +66,22 @@ def args_help(spec: CommandSpec) -> str:
     return text[: DESCRIPTION_LIMIT - 1] + "…"
 
 
+def describe(spec: CommandSpec) -> str:
+    """The command's description in Discord's list; admin commands say they are for admins,
+    so nobody wonders why they are refused (the core decides who is one)."""
+    suffix = " (admins)" if spec.admin else ""
+    summary = spec.summary
+    if len(summary) + len(suffix) > DESCRIPTION_LIMIT:
+        summary = summary[: DESCRIPTION_LIMIT - len(suffix) - 1] + "…"
+    return summary + suffix
+
+
 def slash_command(
     spec: CommandSpec, handler: InteractionHandler
 ) -> app_commands.Command[Any, Any, None]:
     """``/name [number] [args]``: which options depends on the spec."""
     name = spec.name
-    description = spec.summary[:DESCRIPTION_LIMIT]
+    description = describe(spec)
     help_args = args_help(spec)
 
     if spec.needs_ticket and spec.takes_args:

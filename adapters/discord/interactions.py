@@ -8,12 +8,19 @@ answer, and it needs no database.
 
 Every answer is ephemeral (only the volunteer sees it): a refusal, a short "done"
 for a change the ticket's thread already shows to everyone, the ``show`` and
-``help`` output (``show`` repeats ticket text, which is escaped like all of it).
+``help`` output (``show`` repeats ticket text, which is escaped like all of it), an
+admin command's answer, and a ``private`` one (``reveal``). Files the core answers
+with (a chart, a CSV) are attached to the answer.
+
+Admin commands (``/queue args:bind info``, ``/access args:grant <@123> info``) carry
+no Discord permission of their own: the core knows who the desk's admins are and
+refuses everyone else, so whatever the server's settings, a non-admin changes nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 from typing import Any, Protocol
 
@@ -31,8 +38,14 @@ from adapters.discord.mapping import (
     request_from_button,
     request_from_slash,
 )
-from adapters.discord.render import answer_chunks, answer_messages
-from adapters.discord.text import cap
+from adapters.discord.render import (
+    UPLOAD_LIMIT,
+    Upload,
+    answer_chunks,
+    answer_messages,
+    answer_uploads,
+)
+from adapters.discord.text import cap, escape
 from adapters.discord.views import TextModal
 from bot.commands import CommandRequest, CommandResult
 
@@ -74,6 +87,50 @@ def place_of(interaction: discord.Interaction[Any]) -> Place:
     if channel is not None:
         return Place(channel.id)
     return Place(interaction.channel_id or 0)
+
+
+def upload_limit(interaction: discord.Interaction[Any]) -> int:
+    """How many bytes of files one answer may carry here: what Discord says for this
+    interaction (it depends on the server's boosts), else the smallest limit a bot meets."""
+    limit = getattr(interaction, "filesize_limit", None)
+    return limit if isinstance(limit, int) and limit > 0 else UPLOAD_LIMIT
+
+
+async def send_answer(interaction: discord.Interaction[Any], result: CommandResult) -> None:
+    """The core's answer to a deferred interaction, as followups seen by the asker alone.
+
+    Every answer is ephemeral: refusals, confirmations, ``show``, and above all a
+    ``private`` one (``reveal`` shows a requester's real address, which must never be
+    posted where others read). The first followup fills the "thinking…" message, which
+    the ephemeral defer already made private. The result's files (charts, CSV) go on
+    the answer's last message, within Discord's limits; those that do not fit are
+    named in a note after it. Should Discord refuse the files anyway (a smaller limit
+    than it said), the text is sent without them, saying so.
+    """
+    texts = answer_messages(result)
+    last = len(texts) - 1
+    uploads, note = answer_uploads(result.files, upload_limit(interaction))
+    if note:
+        texts += answer_chunks(note)
+    for index, text in enumerate(texts):
+        files = list(uploads) if index == last else []
+        try:
+            await _followup(interaction, text, files)
+        except discord.HTTPException as exc:
+            if not files:
+                raise
+            log.warning("discord: the answer's files were refused (%s); sending the text", exc)
+            names = escape(", ".join(upload.filename for upload in files))
+            await _followup(interaction, f"{text}\n📎 Discord refused the files: {names}", [])
+
+
+async def _followup(interaction: discord.Interaction[Any], text: str, files: list[Upload]) -> None:
+    extra: dict[str, Any] = {}
+    if files:
+        extra["files"] = [discord.File(io.BytesIO(f.data), filename=f.filename) for f in files]
+    await interaction.followup.send(
+        cap(text), ephemeral=True, allowed_mentions=NO_MENTIONS, suppress_embeds=True, **extra
+    )
 
 
 class InteractionHandler:
@@ -131,13 +188,14 @@ class InteractionHandler:
         person: Person,
         place: Place,
     ) -> None:
-        """Show the text box, unless the user may not act in this queue anyway.
+        """Show the text box, unless the user may not work in this queue anyway.
 
         The check is only a courtesy, so nobody writes a reply that is then refused;
-        the core checks again when the text is submitted.
+        the core checks again when the text is submitted. Trainees pass: their reply
+        becomes a draft a volunteer approves.
         """
         queue = self._channels.queue_of(place)
-        if queue is not None and not queue.may_act(actor_for(person)):
+        if queue is not None and not queue.may_work(actor_for(person)):
             await self._refuse_at_once(
                 interaction, f"Sorry, only volunteers of queue {queue.name} may act on its tickets."
             )
@@ -154,10 +212,7 @@ class InteractionHandler:
             log.exception("discord: %s by %s failed", request.name, request.actor.user_id)
             result = CommandResult(False, f"Sorry, {request.name} failed; the bot's log says why.")
         try:
-            for text in answer_messages(result):
-                await interaction.followup.send(
-                    cap(text), ephemeral=True, allowed_mentions=NO_MENTIONS, suppress_embeds=True
-                )
+            await send_answer(interaction, result)
         except discord.HTTPException:
             log.exception("discord: could not answer %s by %s", request.name, request.actor.user_id)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from bot.commands import COMMANDS, REACTIONS, ChatContext, CommandRequest
@@ -65,12 +65,27 @@ class Place:
 
 
 class QueueChannels:
-    """Which Discord channels are queue channels, and of which queue."""
+    """Which Discord channels are queue channels, and of which queue.
+
+    One instance is shared by everything that reads Discord events (commands,
+    buttons, reactions), and :meth:`update` changes it in place, so a channel an
+    admin binds with ``queue bind`` is a queue channel for the very next event.
+    """
 
     def __init__(self, queues: Iterable[QueueConfig]) -> None:
-        self._by_channel: dict[int, QueueConfig] = {
-            q.discord_channel: q for q in queues if q.discord_channel is not None
-        }
+        self._by_channel: dict[int, QueueConfig] = {}
+        self.update(queues)
+
+    def update(self, queues: Iterable[QueueConfig]) -> tuple[list[int], list[int]]:
+        """Take the queues in force now; the channel ids (added, removed).
+
+        Every queue is replaced, not only those whose channel changed: a queue's
+        access (who may act) changes at run time too.
+        """
+        before = set(self._by_channel)
+        self._by_channel = {q.discord_channel: q for q in queues if q.discord_channel is not None}
+        after = set(self._by_channel)
+        return sorted(after - before), sorted(before - after)
 
     @property
     def ids(self) -> list[int]:
@@ -193,13 +208,28 @@ def request_from_reaction(
     place: Place,
     message_id: int,
     channels: QueueChannels,
+    offered: Collection[str] = (),
 ) -> CommandRequest | None:
-    """A reaction in a queue channel or a ticket's thread; None when it means nothing."""
+    """A reaction in a queue channel or a ticket's thread; None when it means nothing.
+
+    ``offered`` are the buttons of the message reacted to (see :func:`offered_actions`):
+    ✅ on a notice offering Approve approves the trainee's draft, as its button does;
+    anywhere else ✅ closes the ticket.
+    """
     name = reaction_command(emoji)
     if name is None or channels.queue_of(place) is None:
         return None
+    if name == "close" and "approve" in offered:
+        name = "approve"
     context = context_for(place, channels, message_id)
     return CommandRequest(actor_for(person), name, "", context)
+
+
+def offered_actions(custom_ids: Iterable[str]) -> frozenset[str]:
+    """The ticketbot actions among a message's button ids (``ticketbot:approve`` -> approve)."""
+    return frozenset(
+        action for action in (button_action(custom_id) for custom_id in custom_ids) if action
+    )
 
 
 def thread_of(context: ChatContext) -> int | None:

@@ -1,4 +1,5 @@
-"""Reactions as commands: ✋ on a ticket claims it, ✅ closes it, ↩️ undoes a waiting reply.
+"""Reactions as commands: ✋ on a ticket claims it, ✅ closes it, ↩️ undoes a waiting reply,
+and ✅ on a notice with an Approve button approves the trainee's draft it announces.
 
 Raw reaction events are used because they arrive for every message, also ones
 the client never cached (a ticket posted before the last restart). A reaction has
@@ -20,6 +21,7 @@ from adapters.discord.mapping import (
     Person,
     Place,
     QueueChannels,
+    offered_actions,
     reaction_command,
     request_from_reaction,
     thread_of,
@@ -56,13 +58,17 @@ class ReactionHandler:
         if payload.member is not None and payload.member.bot:
             return
         emoji = str(payload.emoji)
-        if reaction_command(emoji) is None:
+        command = reaction_command(emoji)
+        if command is None:
             return
         place = await self._place(payload.channel_id)
         if place is None or self._channels.queue_of(place) is None:
             return
         person = await self._person(payload)
-        request = request_from_reaction(emoji, person, place, payload.message_id, self._channels)
+        offered = await self._offered(payload, place) if command == "close" else frozenset()
+        request = request_from_reaction(
+            emoji, person, place, payload.message_id, self._channels, offered
+        )
         if request is None:
             return
         try:
@@ -95,6 +101,45 @@ class ReactionHandler:
         while len(self._places) > _PLACES_REMEMBERED:
             self._places.popitem(last=False)
         return place
+
+    async def _offered(
+        self, payload: discord.RawReactionActionEvent, place: Place
+    ) -> frozenset[str]:
+        """The buttons of the bot's own message in a ticket's thread that was reacted to.
+
+        Only there can ✅ mean something other than close (an Approve notice). The
+        message comes from the cache, else from Discord (the notice may predate a
+        restart); if Discord will not say, ✅ keeps its usual meaning.
+        """
+        me = self._client.user
+        if (
+            place.parent_id is None
+            or payload.message_id == place.channel_id  # the thread's starter is the root
+            or me is None
+            or payload.message_author_id not in (None, me.id)
+        ):
+            return frozenset()
+        message = discord.utils.get(self._client.cached_messages, id=payload.message_id)
+        if message is None:
+            channel = self._client.get_partial_messageable(
+                place.channel_id, guild_id=payload.guild_id, type=discord.ChannelType.public_thread
+            )
+            try:
+                message = await channel.fetch_message(payload.message_id)
+            except discord.HTTPException as exc:
+                log.debug(
+                    "discord: message %s of a reaction is unknown: %s", payload.message_id, exc
+                )
+                return frozenset()
+        if message.author.id != me.id:
+            return frozenset()
+        return offered_actions(
+            child.custom_id
+            for row in message.components
+            if isinstance(row, discord.ActionRow)
+            for child in row.children
+            if isinstance(child, discord.Button) and child.custom_id
+        )
 
     async def _person(self, payload: discord.RawReactionActionEvent) -> Person:
         """Who reacted, with roles; the event carries the member unless the guild is uncached."""

@@ -35,6 +35,7 @@ from adapters.discord.text import (
 from bot.chat import ArticleView, TicketView
 from bot.commands import CommandResult
 from bot.domain import DEFAULT_PRIORITY
+from bot.files import ResultFile
 from bot.mail import AttachmentData
 
 TITLE_LIMIT = 256
@@ -45,6 +46,9 @@ THREAD_NAME_LIMIT = 100
 #: Bytes of uploads per message (and so the largest single file we upload).
 UPLOAD_LIMIT = 8 * 1024 * 1024
 FILES_PER_MESSAGE = 10
+#: Most bytes of files on one answer to a command: Discord's request limit (25 MiB); the
+#: interaction's own, usually smaller, limit applies when it is known.
+ANSWER_UPLOAD_LIMIT = 25 * 1024 * 1024
 #: An article needing more messages than this is attached as a .txt file instead.
 MAX_PARTS = 3
 #: ... and so is one whose text is longer than this, however it would split.
@@ -240,6 +244,59 @@ def answer_messages(result: CommandResult) -> list[str]:
     if result.ok and result.shown_in_thread:
         return [confirmation(result.message)]
     return answer_chunks(result.message)
+
+
+def answer_uploads(
+    files: Sequence[ResultFile], limit: int = ANSWER_UPLOAD_LIMIT
+) -> tuple[tuple[Upload, ...], str]:
+    """The files of a command's answer (a chart, a CSV) that go on its message, and a note
+    naming the others ("" when all fit).
+
+    One message takes at most :data:`FILES_PER_MESSAGE` files and ``limit`` bytes in all
+    (the interaction says how much its server allows; never more than
+    :data:`ANSWER_UPLOAD_LIMIT`, Discord's request limit). Files are taken in the core's
+    order, so the chart it lists first is the one shown. An image keeps an image
+    extension, which is what makes Discord show it inline.
+    """
+    limit = min(limit, ANSWER_UPLOAD_LIMIT)
+    uploads: list[Upload] = []
+    left_out: list[str] = []
+    size = 0
+    for file in files:
+        if len(uploads) < FILES_PER_MESSAGE and size + len(file.data) <= limit:
+            uploads.append(Upload(_result_filename(file), file.data))
+            size += len(file.data)
+        else:
+            left_out.append(
+                f"{one_line(file.name)} ({file.content_type}, {len(file.data):,} bytes)"
+            )
+    if not left_out:
+        return tuple(uploads), ""
+    why = f"Discord takes {FILES_PER_MESSAGE} files and {_size(limit)} per message"
+    lines = [f"📎 Not attached ({why}):"]
+    lines += [f"• {name}" for name in left_out[:ATTACHMENTS_LISTED]]
+    if len(left_out) > ATTACHMENTS_LISTED:
+        lines.append(f"… and {len(left_out) - ATTACHMENTS_LISTED} more")
+    return tuple(uploads), "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    if count >= 1024 * 1024:
+        return f"{count / 1024 / 1024:.0f} MB"
+    if count >= 1024:
+        return f"{count / 1024:.0f} KB"
+    return f"{count} bytes"
+
+
+_IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg"}
+
+
+def _result_filename(file: ResultFile) -> str:
+    name = safe_filename(file.name)
+    extension = _IMAGE_EXTENSIONS.get(file.content_type)
+    if extension and not name.lower().endswith((extension, ".jpeg")):
+        name = name[: 100 - len(extension)] + extension
+    return name
 
 
 def confirmation(text: str) -> str:

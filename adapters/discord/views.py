@@ -1,5 +1,5 @@
-"""The buttons under every root message and under notices (Undo), and the text box that
-Reply and Note open.
+"""The buttons under every root message and under notices (Undo, Approve), and the text
+box that Reply and Note open.
 
 The buttons are *persistent* views: no timeout and fixed custom ids
 (``ticketbot:claim``, ``ticketbot:undo``, ...). The adapter registers one instance of
@@ -40,8 +40,9 @@ _STYLES = {
     "note": discord.ButtonStyle.secondary,
     "close": discord.ButtonStyle.danger,
     "undo": discord.ButtonStyle.danger,
+    "approve": discord.ButtonStyle.success,
 }
-_EMOJI = {"claim": "✋", "reply": "↩️", "note": "📝", "close": "✅", "undo": "🛑"}
+_EMOJI = {"claim": "✋", "reply": "↩️", "note": "📝", "close": "✅", "undo": "🛑", "approve": "✅"}
 
 
 class Actions(Protocol):
@@ -82,7 +83,8 @@ class TicketButtons(discord.ui.View):
 
 
 class ActionButtons(discord.ui.View):
-    """Undo and the other one-click commands a notice in a ticket's thread may offer.
+    """Undo, Approve and the other one-click commands a notice in a ticket's thread may
+    offer (the core names them in ``post_notice``'s ``actions``).
 
     Registered as persistent at start, with one button per :data:`ACTION_BUTTONS`
     entry, so a click on any notice's button arrives whatever the notice showed.

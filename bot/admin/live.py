@@ -27,6 +27,7 @@ class LiveConfig:
     def __init__(self, base: Config) -> None:
         self.base = base
         self.current = base
+        self._unstripped = base
         #: Rooms the privacy check found public at start: (platform, room) -> why.
         self.blocked: dict[tuple[str, str], str] = {}
         self._listeners: list[Callable[[Config], None]] = []
@@ -56,6 +57,14 @@ class LiveConfig:
         self.blocked[(platform, room)] = reason
         self.set(self.current)
 
+    def unblocked_config(self) -> Config:
+        """The config in force as stored, with rooms kept out at start put back (for checks)."""
+        return self._unstripped
+
+    def unblock(self, platform: str, room: str) -> None:
+        """A blocked room checked again and found private may be used (from the next set)."""
+        self.blocked.pop((platform, room), None)
+
     def _strip_blocked(self, config: Config) -> Config:
         if not self.blocked:
             return config
@@ -70,6 +79,7 @@ class LiveConfig:
         return dataclasses.replace(config, queues=tuple(queues))
 
     def set(self, config: Config) -> None:
+        self._unstripped = config
         config = self._strip_blocked(config)
         changed = config != self.current
         self.current = config

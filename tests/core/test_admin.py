@@ -389,3 +389,12 @@ async def test_stored_changes_reach_a_second_instance_on_reload(tmp_path: Path, 
     await desk.store.run(other_live.load)
     assert other_live.current.queue("press").may_act(CAROL)
     assert other is not None
+
+
+async def test_a_room_blocked_at_start_is_used_again_once_found_private(desk: Desk) -> None:
+    assert desk.live is not None
+    desk.live.block_room("matrix", "!press:example.org", "join rule is public")
+    assert current(desk).queue("press").matrix_room is None
+    desk.commands.set_room_inspector("matrix", FakeInspector(set()))
+    assert (await desk.command(ALICE, "!privacy check")).ok
+    assert current(desk).queue("press").matrix_room == "!press:example.org"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -18,6 +18,7 @@ from adapters.discord import DiscordAdapter, DiscordStartError
 from bot.chat import ArticleView, TicketView
 from bot.commands import COMMANDS, CommandRequest, CommandResult
 from bot.config import DiscordConfig, QueueConfig
+from bot.files import ResultFile
 from bot.mail import AttachmentData
 from tests.servers.discord_double import DiscordDouble
 
@@ -32,10 +33,18 @@ class FakeCore:
         self.queues = queues
         self.delay = delay
         self.requests: list[CommandRequest] = []
+        #: Answers by command name, instead of the usual "done: NAME".
+        self.results: dict[str, CommandResult] = {}
+        #: Run while a command is carried out (after Discord created the interaction).
+        self.during: Callable[[], None] | None = None
 
     async def execute(self, request: CommandRequest) -> CommandResult:
         self.requests.append(request)
         await asyncio.sleep(self.delay)
+        if self.during is not None:
+            self.during()
+        if request.name in self.results:
+            return self.results[request.name]
         queue = next(
             (q for q in self.queues if str(q.discord_channel) == request.context.room), None
         )
@@ -484,6 +493,126 @@ async def test_undo_button_on_a_notice_runs_undo_for_the_thread(desk: Desk) -> N
     assert double.messages(root)[-1]["components"] == []
 
 
+async def test_approve_notice_has_a_button_and_a_check_mark_approves_after_a_restart(
+    desk: Desk,
+) -> None:
+    double = desk.double
+    root = await desk.post()
+    gateway = desk.adapter.gateway
+    text = "📝 Draft reply by tom (trainee) waits for a volunteer of support: approve sends it."
+    await gateway.post_notice(desk.queue, root, text, "draft-1", ["approve"])
+    notice = double.messages(root)[-1]
+    [row] = notice["components"]
+    [button] = row["components"]
+    assert button["custom_id"] == "ticketbot:approve" and button["label"] == "Approve"
+    assert button["style"] == discord.ButtonStyle.success.value
+    await gateway.post_notice(desk.queue, root, "✋ Claimed by alice", "plain-1")
+    plain = double.messages(root)[-1]
+
+    # a fresh process: nothing cached, the notice's buttons are read from Discord
+    await desk.adapter.stop()
+    core = FakeCore(desk.core.queues)
+    again = await started(double, desk.guild, desk.core.queues, core)
+    try:
+        await double.react(desk.alice, root, notice["id"], "✅")
+        await double.wait_for(lambda: core.requests)
+        assert core.requests[0].name == "approve"
+        assert core.requests[0].context.thread_ref == root
+        assert any(r.path == f"/channels/{root}/messages/{notice['id']}" for r in double.requests)
+        await double.react(desk.alice, root, plain["id"], "✅")  # any other message: close
+        await double.wait_for(lambda: len(core.requests) == 2)
+        assert core.requests[1].name == "close"
+        await double.react(desk.alice, desk.queue, root, "✅")  # the root: close
+        await double.wait_for(lambda: len(core.requests) == 3)
+        assert core.requests[2].name == "close"
+        await double.click_button(desk.alice, root, notice["id"], "ticketbot:approve")
+        await double.wait_for(lambda: len(core.requests) == 4)
+        assert core.requests[3].name == "approve"
+        assert core.requests[3].context.thread_ref == root
+    finally:
+        await again.stop()
+
+
+# --- files and private answers ------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+
+
+async def test_an_answers_files_are_attached_to_it(desk: Desk) -> None:
+    double = desk.double
+    files = (
+        ResultFile("traffic-2026-W47.png", "image/png", PNG),
+        ResultFile("response times", "image/png", PNG + b"2"),  # shown inline: .png added
+        ResultFile("SPOILER_traffic.csv", "text/csv", b"day,new\n2026-11-23,4\n"),
+    )
+    desk.core.results["queue"] = CommandResult(True, "Traffic, week 47 @everyone", files=files)
+    iid = await double.slash(desk.alice, desk.queue, "queue", {"args": "stats"})
+    [defer, followup] = await answers(double, iid, 2)
+    assert defer == {"type": 5, "data": {"flags": EPHEMERAL}}
+    assert followup["data"]["flags"] & EPHEMERAL
+    assert followup["data"]["content"] == "Traffic, week 47 @\u200beveryone"
+    message = double.message(desk.queue, followup["message_id"])
+    assert message["flags"] & EPHEMERAL
+    assert [a["filename"] for a in message["attachments"]] == [
+        "traffic-2026-W47.png",
+        "response times.png",
+        "traffic.csv",  # never hidden behind a spoiler
+    ]
+    assert [u.content for u in double.uploads] == [f.data for f in files]
+    assert double.messages(desk.queue) == []  # nothing posted in the channel
+
+
+async def test_files_beyond_discords_limits_are_named_instead(desk: Desk) -> None:
+    double = desk.double
+    double.attachment_size_limit = 5000  # what this server allows, told in the interaction
+    big = ResultFile("all-tickets.csv", "text/csv", b"x" * 6000)
+    charts = [ResultFile(f"chart-{i}.png", "image/png", PNG) for i in range(12)]
+    desk.core.results["audit"] = CommandResult(True, "Audit log", files=(big, *charts))
+    iid = await double.slash(desk.alice, desk.queue, "audit")
+    [_, answer, note] = await answers(double, iid, 3)
+    message = double.message(desk.queue, answer["message_id"])
+    assert answer["data"]["content"] == "Audit log"
+    assert [a["filename"] for a in message["attachments"]] == [f"chart-{i}.png" for i in range(10)]
+    assert note["data"]["flags"] & EPHEMERAL
+    assert note["data"]["content"].splitlines() == [
+        "📎 Not attached (Discord takes 10 files and 5 KB per message):",
+        "• all-tickets.csv (text/csv, 6,000 bytes)",
+        "• chart-10.png (image/png, 48 bytes)",
+        "• chart-11.png (image/png, 48 bytes)",
+    ]
+    assert double.rate_limited == 0 and double.server_errors == []
+
+
+async def test_files_discord_refuses_leave_the_text(desk: Desk) -> None:
+    double = desk.double
+    chart = ResultFile("traffic.png", "image/png", PNG)
+    desk.core.results["queue"] = CommandResult(True, "Traffic", files=(chart,))
+
+    def shrink() -> None:  # the server lost its boost after the interaction was made
+        double.attachment_size_limit = 10
+
+    desk.core.during = shrink
+    iid = await double.slash(desk.alice, desk.queue, "queue", {"args": "stats"})
+    [_, answer] = await answers(double, iid, 2)
+    assert answer["data"]["content"] == "Traffic\n📎 Discord refused the files: traffic.png"
+    assert double.message(desk.queue, answer["message_id"])["attachments"] == []
+    assert answer["data"]["flags"] & EPHEMERAL
+
+
+async def test_a_private_answer_is_ephemeral(desk: Desk) -> None:
+    double = desk.double
+    root = await desk.post()
+    desk.core.results["reveal"] = CommandResult(
+        True, f"Ticket {NUMBER}: the requester is <mallory@example.org>.", NUMBER, private=True
+    )
+    iid = await double.slash(desk.alice, root, "reveal")
+    [defer, answer] = await answers(double, iid, 2)
+    assert defer["data"]["flags"] & EPHEMERAL and answer["data"]["flags"] & EPHEMERAL
+    assert "mallory@example.org" in answer["data"]["content"]
+    assert double.message(root, answer["message_id"])["flags"] & EPHEMERAL
+    assert len(double.messages(root)) == 1  # the thread still holds only the mail
+
+
 async def test_link_and_a_moved_ticket_loses_its_buttons(desk: Desk) -> None:
     double = desk.double
     root = await desk.post()
@@ -516,7 +645,8 @@ async def test_a_public_queue_channel_gets_a_warning(
     desk: Desk, caplog: pytest.LogCaptureFixture
 ) -> None:
     [warning] = desk.double.messages(desk.public)
-    assert "everyone in this server can read this queue channel" in warning["content"]
+    assert "everyone in this server can read this channel" in warning["content"]
+    assert "no tickets of queue lobby are posted here" in warning["content"]
     assert desk.double.messages(desk.queue) == []  # the private one does not
     loud = [
         r
@@ -524,6 +654,24 @@ async def test_a_public_queue_channel_gets_a_warning(
         if r.levelno == logging.WARNING and "READABLE BY EVERYONE" in r.getMessage()
     ]
     assert len(loud) == 1 and "lobby-queue" in loud[0].getMessage()
+
+
+async def test_a_public_channel_an_admin_allowed_gets_no_warning(
+    discord_double: DiscordDouble,
+) -> None:
+    double = discord_double
+    guild = double.add_guild("Help desk")
+    lobby = double.add_channel(guild, "lobby", everyone_can_read=True)
+    queues = [
+        QueueConfig("lobby", ("lobby@example.org",), discord_channel=int(lobby), public_ok=True)
+    ]
+    with double.patch_client():
+        adapter = await started(double, guild, queues, FakeCore(queues))
+        try:
+            assert (await adapter.inspector.check_room(lobby)).public  # still public
+            assert double.messages(lobby) == []  # but allowed: no warning
+        finally:
+            await adapter.stop()
 
 
 async def test_buttons_on_old_messages_work_after_a_restart(desk: Desk) -> None:

@@ -23,6 +23,7 @@ from adapters.discord.mapping import (
     button_action,
     context_for,
     normalise_number,
+    offered_actions,
     reaction_command,
     request_from_button,
     request_from_reaction,
@@ -402,3 +403,89 @@ async def test_slash_args_reach_the_core() -> None:
     await handler.on_slash(interaction, "search", None, "from:example.org")  # type: ignore[arg-type]
     await handler.on_slash(interaction, "priority", NUMBER, "5")  # type: ignore[arg-type]
     assert [r.args for r in executor.requests] == ["from:example.org", f"{NUMBER} 5"]
+
+
+# --- admins' changes, trainees, approval ----------------------------------------------------------
+
+
+def test_queue_channels_follow_the_config_in_force() -> None:
+    channels = QueueChannels([SUPPORT, SALES])
+    permissions = QueueConfig("permissions", ("p@example.org",), discord_channel=ELSEWHERE)
+    unbound_sales = QueueConfig("sales", ("sales@example.org",))
+    assert channels.update([SUPPORT, unbound_sales, permissions]) == ([ELSEWHERE], [OTHER_QUEUE])
+    assert channels.ids == [QUEUE, ELSEWHERE]
+    assert channels.queue_of(Place(THREAD, ELSEWHERE)) == permissions
+    assert channels.is_ticket_thread(Place(THREAD, ELSEWHERE))
+    assert OTHER_QUEUE not in channels
+    # the same channels with new access: nothing added or removed, the queue replaced
+    trainee = Person(77, "Tom")
+    granted = QueueConfig(
+        "support",
+        ("support@example.org",),
+        discord_channel=QUEUE,
+        access={"discord:77": "trainee"},
+    )
+    assert channels.update([granted, permissions]) == ([], [])
+    queue = channels.queue(QUEUE)
+    assert queue is not None and queue.may_work(actor_for(trainee))
+
+
+def test_admin_commands_take_args_and_say_they_are_for_admins() -> None:
+    handler = InteractionHandler(RecordingExecutor(), CHANNELS)
+    for spec in COMMANDS.values():
+        command = slash_command(spec, handler)
+        assert command.description.endswith("(admins)") == spec.admin, spec.name
+        assert command.default_permissions is None  # the core decides who is an admin
+    assert {p.name for p in slash_command(COMMANDS["queue"], handler).parameters} == {"args"}
+    assert args_help(COMMANDS["queue"]).startswith("status | list|info|add|rename|")
+    assert "queue" not in args_help(COMMANDS["queue"])
+    assert args_help(COMMANDS["privacy"]).startswith("check | pseudonymize QUEUE on|off")
+
+
+def test_slash_admin_command_in_any_channel_names_that_channel() -> None:
+    request = request_from_slash(
+        "queue", None, "", ALICE, Place(ELSEWHERE), CHANNELS, args=" bind permissions "
+    )
+    assert request.name == "queue" and request.args == "bind permissions"
+    assert request.context == ChatContext("discord", str(ELSEWHERE), None, private=True)
+    grant = request_from_slash(
+        "access", None, "", ALICE, Place(QUEUE), CHANNELS, args="grant <@&555> support trainee"
+    )
+    assert grant.args == "grant <@&555> support trainee"
+
+
+def test_check_mark_on_an_approve_notice_approves() -> None:
+    assert offered_actions(["ticketbot:approve", "ticketbot:nope", "other:undo", "x"]) == {
+        "approve"
+    }
+    notice = 9876
+    offered = offered_actions(["ticketbot:approve"])
+    approve = request_from_reaction("✅", ALICE, Place(THREAD, QUEUE), notice, CHANNELS, offered)
+    assert approve is not None and approve.name == "approve"
+    assert approve.context == ChatContext("discord", str(QUEUE), str(THREAD), private=True)
+    tick = request_from_reaction("✔️", ALICE, Place(THREAD, QUEUE), notice, CHANNELS, offered)
+    assert tick is not None and tick.name == "approve"
+    plain = request_from_reaction("✅", ALICE, Place(THREAD, QUEUE), notice, CHANNELS)
+    assert plain is not None and plain.name == "close"
+    claim = request_from_reaction("✋", ALICE, Place(THREAD, QUEUE), notice, CHANNELS, offered)
+    assert claim is not None and claim.name == "claim"
+    assert "approve" in ACTION_BUTTONS and offered_buttons(["approve"]) == ["approve"]
+
+
+async def test_a_trainee_gets_the_reply_box_a_reader_does_not() -> None:
+    tom, rita = Person(77, "Tom"), Person(78, "Rita")
+    queue = QueueConfig(
+        "support",
+        ("support@example.org",),
+        discord_channel=QUEUE,
+        access={"discord:77": "trainee", "discord:78": "read"},
+    )
+    handler = InteractionHandler(RecordingExecutor(), QueueChannels([queue]))
+    interaction = FakeInteraction(user(tom), QUEUE, message=SimpleNamespace(id=ROOT))
+    await handler.on_button(interaction, "reply")  # type: ignore[arg-type]
+    [(kind, _)] = interaction.log
+    assert kind == "modal"
+    interaction = FakeInteraction(user(rita), QUEUE, message=SimpleNamespace(id=ROOT))
+    await handler.on_button(interaction, "reply")  # type: ignore[arg-type]
+    [(kind, text, _)] = interaction.log
+    assert kind == "message" and "only volunteers of queue support" in text

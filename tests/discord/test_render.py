@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.discord.render import (
+    ANSWER_UPLOAD_LIMIT,
     EMBED_LIMIT,
     FILES_PER_MESSAGE,
     MOVED_COLOUR,
@@ -19,6 +20,7 @@ from adapters.discord.render import (
     UPLOAD_LIMIT,
     answer_chunks,
     answer_messages,
+    answer_uploads,
     article_messages,
     embed_size,
     notice_messages,
@@ -31,6 +33,7 @@ from adapters.discord.text import MESSAGE_LIMIT, cap, clean, cut_raw, dlen, esca
 from bot.chat import ArticleView, TicketView
 from bot.commands import CommandResult
 from bot.domain import TicketState
+from bot.files import ResultFile
 from bot.mail import AttachmentData
 from tests.servers.discord_double import check_message
 
@@ -429,3 +432,40 @@ def test_answer_messages() -> None:
     assert answer_messages(done) == ["✋ Claimed by Alice"]
     refused = CommandResult(False, "Sorry, only volunteers of queue support may act.")
     assert answer_messages(refused) == ["Sorry, only volunteers of queue support may act."]
+
+
+def test_answer_uploads_keep_order_and_limits() -> None:
+    png = ResultFile("traffic.png", "image/png", b"\x89PNG" + b"\0" * 96)
+    chart = ResultFile("../response times", "image/png", b"\x89PNG" + b"\0" * 96)
+    jpeg = ResultFile("photo.jpeg", "image/jpeg", b"\xff\xd8")
+    csv = ResultFile("SPOILER_SPOILER_traffic.csv", "text/csv", b"day,new\n")
+    uploads, note = answer_uploads((png, chart, jpeg, csv))
+    assert [u.filename for u in uploads] == [
+        "traffic.png",
+        "response times.png",  # an image needs its extension to show inline
+        "photo.jpeg",
+        "traffic.csv",
+    ]
+    assert [u.data for u in uploads] == [png.data, chart.data, jpeg.data, csv.data]
+    assert note == ""
+
+    many = [ResultFile(f"c{i}.csv", "text/csv", b"1") for i in range(FILES_PER_MESSAGE + 2)]
+    uploads, note = answer_uploads(many)
+    assert len(uploads) == FILES_PER_MESSAGE
+    assert note.splitlines()[1:] == [
+        "• c10.csv (text/csv, 1 bytes)",
+        "• c11.csv (text/csv, 1 bytes)",
+    ]
+
+    # a file too large for what is left is skipped; smaller ones after it still go
+    big = ResultFile("big.csv", "text/csv", b"x" * 150)
+    uploads, note = answer_uploads((png, big, csv), limit=200)
+    assert [u.filename for u in uploads] == ["traffic.png", "traffic.csv"]
+    assert note == (
+        "📎 Not attached (Discord takes 10 files and 200 bytes per message):\n"
+        "• big.csv (text/csv, 150 bytes)"
+    )
+    # never more than Discord's request limit, whatever the interaction claims
+    huge = ResultFile("huge.csv", "text/csv", b"x" * (ANSWER_UPLOAD_LIMIT + 1))
+    assert answer_uploads((huge,), limit=10 * ANSWER_UPLOAD_LIMIT)[0] == ()
+    assert "25 MB per message" in answer_uploads((huge,), limit=10 * ANSWER_UPLOAD_LIMIT)[1]

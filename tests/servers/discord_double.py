@@ -13,7 +13,9 @@ The function-scoped fixture ``discord_double`` yields a :class:`DiscordDouble`::
 
 Attributes: ``api_base``, ``gateway_url``, ``token``, ``application_id``, ``bot_user_id``
 (equal to the application id), ``ack_deadline`` (3.0 s; a later first callback gets 404
-10062 "Unknown interaction").
+10062 "Unknown interaction"), ``attachment_size_limit`` (10 MiB: the bytes of files one
+message may carry, told to the bot in every interaction; more is answered 413 40005, and
+more than 10 files 400 50035).
 
 Setup: ``add_guild(name)`` (adds @everyone with id = guild id, the bot with role "TicketBot",
 and an owner), ``add_role(guild_id, name, permissions=0)``, ``add_channel(guild_id, name,
@@ -262,6 +264,7 @@ class DiscordDouble:
         self.token = "double." + secrets.token_urlsafe(24)
         self.application_id = self.bot_user_id = self._next_id()
         self.heartbeat_interval_ms, self.ack_deadline = 41250, 3.0
+        self.attachment_size_limit = 10 << 20  # bytes of files per message; 413 beyond
         self._users: dict[str, JSON] = {}
         self.bot_user = self._new_user(self.bot_user_id, "TicketBot", bot=True)
         self._guilds: dict[str, JSON] = {}
@@ -769,7 +772,8 @@ class DiscordDouble:
             "member": self._member_json(guild_id, user_id, channel_id),
             "app_permissions": str(self._permissions(guild_id, self.bot_user_id, channel_id)),
             "locale": "en-US", "guild_locale": "en-US", "entitlements": [], "context": 0,
-            "authorizing_integration_owners": {"0": guild_id}, "attachment_size_limit": 10 << 20,
+            "authorizing_integration_owners": {"0": guild_id},
+            "attachment_size_limit": self.attachment_size_limit,
         }  # fmt: skip
         if message_id is not None:
             payload["message"] = self.message(channel_id, message_id)
@@ -826,6 +830,7 @@ class DiscordDouble:
             }
             return _json_response(body, status=429, headers=rl_headers)
         try:
+            self._check_files(files)
             result: web.StreamResponse = await handler(request)
         except DiscordError as error:
             result = _json_response(error.body, status=error.status)
@@ -834,6 +839,18 @@ class DiscordDouble:
             result = _json_response({"message": f"double: {error!r}", "code": 0}, status=503)
         result.headers.update(rl_headers)
         return result
+
+    def _check_files(self, files: list[web.FileField]) -> None:
+        """Discord's upload limits: 10 files a message, ``attachment_size_limit`` bytes in all."""
+        if len(files) > 10:
+            error = {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 10 or fewer in length."}
+            raise DiscordError(400, 50035, "Invalid Form Body", {"files": {"_errors": [error]}})
+        size = 0
+        for upload in files:
+            size += len(upload.file.read())
+            upload.file.seek(0)
+        if size > self.attachment_size_limit:
+            raise DiscordError(413, 40005, "Request entity too large")
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[web.FileField]]:
         if request.content_type == "application/json":
