@@ -330,6 +330,7 @@ async def build_app(
         matrix = MatrixAdapter(config.matrix, live.current.queues, commands)
         gateways["matrix"] = matrix.gateway
         commands.set_room_inspector("matrix", matrix.inspector)
+        matrix.apply_config(live.current)  # admins and rooms as stored, from the start
         live.on_change(matrix.apply_config)
     discord = None
     if config.discord is not None:
@@ -338,6 +339,7 @@ async def build_app(
         discord = DiscordAdapter(config.discord, live.current.queues, commands)
         gateways["discord"] = discord.gateway
         commands.set_room_inspector("discord", discord.inspector)
+        discord.apply_config(live.current)
         live.on_change(discord.apply_config)
 
     dispatcher = OutboxDispatcher(

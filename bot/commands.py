@@ -303,7 +303,7 @@ def help_text(prefix: str = "!", *, admin: bool = False) -> str:
     ]
     lines.append(
         "Inside a ticket's thread the number may be left out. "
-        "Reactions: ✋ claim, ✅ close, ↩️ undo."
+        "Reactions: ✋ claim, ✅ close, ↩️ undo; ✅ on a draft's notice approves it."
     )
     if admin:
         lines.append("For admins:")

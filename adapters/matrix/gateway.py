@@ -12,12 +12,14 @@ nio answers errors with response objects instead of raising; this gateway raises
 
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 from collections.abc import Sequence
 
 import nio
 
+from adapters.matrix.media import file_content
 from adapters.matrix.render import (
     Content,
     article_contents,
@@ -31,12 +33,17 @@ from adapters.matrix.render import (
 from adapters.matrix.rooms import MatrixError, RoomDirectory, describe
 from bot.chat import ArticleView, TicketView
 from bot.commands import REACTIONS
+from bot.files import ResultFile
 
 log = logging.getLogger(__name__)
 
 #: Actions offered under a notice that a reaction gives too: the bot adds that reaction
-#: to the notice, so clicking it is enough.
-ACTION_REACTIONS = {name: emoji for emoji, name in REACTIONS.items() if name == "undo"}
+#: to the notice, so clicking it is enough. ✅ stands for close on a ticket, but on a
+#: notice offering approve it approves (see :func:`adapters.matrix.inbound.reaction_on_notice`).
+ACTION_REACTIONS = {
+    **{name: emoji for emoji, name in REACTIONS.items() if name == "undo"},
+    "approve": "✅",
+}
 
 
 class MatrixGateway:
@@ -78,8 +85,10 @@ class MatrixGateway:
     async def post_notice(
         self, room: str, root_ref: str, text: str, key: str, actions: Sequence[str] = ()
     ) -> None:
-        """The notice; with ``undo`` among ``actions`` the bot also reacts ↩️ on it, so a
-        volunteer can click that reaction instead of typing ``!undo`` in the thread."""
+        """The notice; with ``undo`` (``approve``) among ``actions`` the bot also reacts ↩️
+        (✅) on it, so a volunteer can click that reaction instead of typing the command
+        in the thread. Every part names the actions it offers (``ACTIONS_KEY``), which is
+        how a reaction on it is understood later."""
         room_id = await self.rooms.resolve(room)
         contents = notice_contents(text, thread_relation(root_ref), actions)
         last = await self._send_all(room_id, contents, key)
@@ -124,6 +133,28 @@ class MatrixGateway:
         if not isinstance(resp, nio.RoomSendResponse):
             raise MatrixError(f"sending to {room_id} failed: {describe(resp)}")
         return str(resp.event_id)
+
+    async def send_file(
+        self, room_id: str, file: ResultFile, relates_to: Content | None = None
+    ) -> str:
+        """Upload ``file`` and show it (``m.image`` or ``m.file``); return the event id."""
+        url = await self.upload(file)
+        return await self.send(room_id, file_content(file, url, relates_to))
+
+    async def upload(self, file: ResultFile) -> str:
+        """Put ``file`` in the homeserver's media repository; its ``mxc://`` address.
+
+        Raises :class:`MatrixError` when refused (a file over the server's size limit).
+        """
+        resp, _ = await self._client.upload(
+            io.BytesIO(file.data),
+            content_type=file.content_type,
+            filename=file.name,
+            filesize=len(file.data),
+        )
+        if not isinstance(resp, nio.UploadResponse):
+            raise MatrixError(f"uploading {file.name} failed: {describe(resp)}")
+        return str(resp.content_uri)
 
     async def _send_all(self, room_id: str, contents: list[Content], key: str) -> str:
         """Send the parts of one article or notice in order, ``key:1``, ``key:2``, ...

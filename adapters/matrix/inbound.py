@@ -6,10 +6,11 @@ rules (reply fallbacks, thread relations, emoji variants) are tested directly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.matrix.render import ACTIONS_KEY
 from bot.commands import REACTIONS, parse_command
 
 COMMAND_PREFIX = "!"
@@ -86,3 +87,23 @@ def reaction_command(key: str) -> str | None:
         if emoji.translate(_EMOJI_VARIANTS) == bare:
             return command
     return None
+
+
+def offered_actions(content: Mapping[str, Any]) -> tuple[str, ...]:
+    """The actions a notice of the bot offers (see :data:`adapters.matrix.render.ACTIONS_KEY`)."""
+    value = content.get(ACTIONS_KEY)
+    if not isinstance(value, list):
+        return ()
+    return tuple(name for name in value if isinstance(name, str))
+
+
+def reaction_on_notice(command: str, offered: Sequence[str]) -> str:
+    """What a reaction means on a message offering ``offered`` actions.
+
+    ✅ (or ✔️) closes a ticket, except on the notice of a trainee's draft, which offers
+    ``approve``: there it approves the draft. Closing a ticket whose reply has not even
+    gone out would be the opposite of what the volunteer meant.
+    """
+    if command == "close" and "approve" in offered:
+        return "approve"
+    return command

@@ -7,6 +7,10 @@ the listener uses.
 Starting skips history on purpose: the first sync only learns where "now" is, and
 commands are read from there on. A command typed while the bot was down, or long
 ago in a room it joins later, is never carried out by surprise.
+
+Admins change the queue rooms while the bot runs (``queue bind`` in a room, ``queue
+unbind``); :meth:`MatrixAdapter.apply_config` follows at once, so the next command in a
+newly bound room is a queue command and the next one in an unbound room is not.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from pathlib import Path
 
 import nio
 
+from adapters.matrix.direct import DirectRooms
 from adapters.matrix.gateway import MatrixGateway
 from adapters.matrix.handler import CommandExecutor, CommandHandler
+from adapters.matrix.privacy import MatrixRoomInspector
 from adapters.matrix.rooms import MatrixError, RoomDirectory, describe
-from bot.config import MatrixConfig, QueueConfig
+from bot.admin.live import LiveConfig
+from bot.config import Config, MatrixConfig, QueueConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,11 @@ class MatrixAdapter:
     Call :meth:`start` (log in, join, first sync), then run :meth:`run` as a task
     until :meth:`stop`. ``commands`` is the :class:`bot.commands.CommandService`
     (anything with its ``execute``).
+
+    ``admins`` are the Matrix ids whose invites the bot accepts to any room and whose
+    commands it hears outside queue rooms. Without them, the admins of the live config
+    the command service holds are used; :meth:`apply_config` replaces them with every
+    change, so a revoked admin is not heard from the next event on.
     """
 
     def __init__(
@@ -52,12 +64,13 @@ class MatrixAdapter:
         queues: Iterable[QueueConfig],
         commands: CommandExecutor,
         *,
+        admins: Iterable[str] | None = None,
         store_path: str | Path | None = None,
         ssl: bool | ssl_module.SSLContext = True,
         client_config: nio.AsyncClientConfig | None = None,
     ) -> None:
         self.config = config
-        self._queue_rooms = sorted({q.matrix_room for q in queues if q.matrix_room})
+        self._queue_rooms = _queue_rooms(queues)
         self._commands = commands
         if store_path is not None:
             Path(store_path).mkdir(parents=True, exist_ok=True)
@@ -71,22 +84,62 @@ class MatrixAdapter:
         )
         self.rooms = RoomDirectory(self.client)
         self.gateway = MatrixGateway(self.client, self.rooms)
-        self.handler = CommandHandler(commands, self.gateway, config.user_id, {})
+        #: The privacy check of Matrix rooms (:class:`bot.ports.RoomInspector`).
+        self.inspector = MatrixRoomInspector(self.client, self.rooms)
+        self.direct = DirectRooms(self.client)
+        self.handler = CommandHandler(
+            commands,
+            self.gateway,
+            config.user_id,
+            {},
+            admins=_live_admins(commands) if admins is None else admins,
+            direct=self.direct,
+        )
         self._stopping = asyncio.Event()
         self._run_finished = asyncio.Event()
         self._running = False
+        self._started = False
+        #: Bumped by every :meth:`apply_config`: a slow room lookup started for an older
+        #: config must not overwrite the rooms of a newer one.
+        self._generation = 0
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return self.handler.admins
+
+    # --- run-time changes ------------------------------------------------------------------------
+
+    def apply_config(self, config: Config) -> None:
+        """Follow the config admins changed: queue rooms and admins (a LiveConfig listener).
+
+        Rooms named by id (what ``queue bind`` stores) take effect before this returns;
+        an alias not looked up yet, and joining a bound room the bot is not in, follow
+        in the background. Before :meth:`start` the change is only noted.
+        """
+        self.handler.admins = frozenset(config.admins)
+        self._queue_rooms = _queue_rooms(config.queues)
+        self._generation += 1
+        if not self._started:
+            return
+        rooms, unresolved = self._known_rooms()
+        self.handler.rooms = rooms
+        missing = [room_id for room_id in rooms if room_id not in self.client.rooms]
+        if unresolved or missing:
+            self.handler.spawn(self._follow_rooms(self._generation))
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Log in, join every queue room, and sync once to skip the history."""
         await self._login()
+        generation = self._generation
         rooms = await self._join_queue_rooms()
         self.handler.rooms = rooms
         self.handler.not_before_ms = int(time.time() * 1000)
         resp = await self.client.sync(timeout=0, full_state=True)
         if not isinstance(resp, nio.SyncResponse):
             raise MatrixError(f"first sync failed: {describe(resp)}")
+        await self._accept_waiting_invites()
         for room_id in rooms:
             room = self.client.rooms.get(room_id)
             if room is not None and room.encrypted:
@@ -99,6 +152,9 @@ class MatrixAdapter:
         self.client.add_event_callback(self.handler.on_message, nio.RoomMessageText)
         self.client.add_event_callback(self.handler.on_reaction, nio.ReactionEvent)
         self.client.add_event_callback(self._on_invite, nio.InviteMemberEvent)
+        self._started = True
+        if generation != self._generation:  # admins changed the rooms while we joined
+            self.handler.spawn(self._follow_rooms(self._generation))
         log.info("matrix: %s listening in %d room(s)", self.client.user_id, len(rooms))
 
     async def run(self) -> None:
@@ -155,20 +211,42 @@ class MatrixAdapter:
                 f"matrix login as {self.config.user_id} failed: {describe(resp)}"
             )
 
-    async def _join_queue_rooms(self) -> dict[str, str]:
+    def _known_rooms(self) -> tuple[dict[str, str], list[str]]:
+        """Queue rooms whose id is known without asking the server (id -> configured name),
+        and the aliases still to be looked up."""
+        rooms: dict[str, str] = {}
+        unresolved: list[str] = []
+        for configured in self._queue_rooms:
+            room_id = self.rooms.cached(configured)
+            if room_id.startswith("#"):
+                unresolved.append(configured)
+            else:
+                rooms[room_id] = configured
+        return rooms, unresolved
+
+    async def _follow_rooms(self, generation: int) -> None:
+        """Look up new aliases and join new queue rooms, then use them, unless a newer
+        config has arrived meanwhile (its own follow-up does the same)."""
+        rooms = await self._join_queue_rooms(skip_joined=True)
+        if generation == self._generation:
+            self.handler.rooms = rooms
+
+    async def _join_queue_rooms(self, *, skip_joined: bool = False) -> dict[str, str]:
         """Join (or accept the invite to) every queue room; return room id -> configured name.
 
         A room the bot cannot enter yet is logged, not fatal: inviting the bot later
         is enough, it accepts invites to queue rooms while running.
         """
         rooms: dict[str, str] = {}
-        for configured in self._queue_rooms:
+        for configured in list(self._queue_rooms):
             try:
                 room_id = await self.rooms.resolve(configured)
             except MatrixError as exc:
                 log.error("matrix queue room %s: %s", configured, exc)
                 continue
             rooms[room_id] = configured
+            if skip_joined and room_id in self.client.rooms:
+                continue
             resp = await self.client.join(room_id)
             if not isinstance(resp, nio.JoinResponse):
                 log.error(
@@ -180,17 +258,36 @@ class MatrixAdapter:
         return rooms
 
     async def _on_invite(self, room: nio.MatrixRoom, event: nio.InviteMemberEvent) -> None:
-        """Accept invites to queue rooms only; any other room stays unjoined."""
+        """Accept invites to queue rooms, and an admin's invite to any room (the first step
+        of binding a queue there); any other room stays unjoined."""
         if event.state_key != self.client.user_id or event.membership != "invite":
             return
-        if room.room_id not in self.handler.rooms:
-            log.info("matrix: ignoring invite to %s (not a queue room)", room.room_id)
-            return
-        resp = await self.client.join(room.room_id)
-        if isinstance(resp, nio.JoinResponse):
-            log.info("matrix: joined queue room %s", self.handler.rooms[room.room_id])
+        await self._accept_invite(room.room_id, event.sender)
+
+    async def _accept_waiting_invites(self) -> None:
+        """Invites that arrived while the bot was down (the first sync lists them, before
+        any callback is registered)."""
+        for room_id, room in list(self.client.invited_rooms.items()):
+            inviter = getattr(room, "inviter", None)
+            await self._accept_invite(room_id, inviter if isinstance(inviter, str) else "")
+
+    async def _accept_invite(self, room_id: str, inviter: str) -> None:
+        if room_id in self.handler.rooms:
+            why = f"queue room {self.handler.rooms[room_id]}"
+        elif inviter in self.handler.admins:
+            why = f"invited by admin {inviter}"
         else:
-            log.error("matrix: cannot join %s: %s", room.room_id, describe(resp))
+            log.info(
+                "matrix: ignoring invite to %s from %s (not a queue room, not an admin)",
+                room_id,
+                inviter or "someone",
+            )
+            return
+        resp = await self.client.join(room_id)
+        if isinstance(resp, nio.JoinResponse):
+            log.info("matrix: joined %s (%s)", room_id, why)
+        else:
+            log.error("matrix: cannot join %s: %s", room_id, describe(resp))
 
     async def _sync_once(self) -> None:
         """One long-poll sync; callbacks run inside it. Returns early on :meth:`stop`."""
@@ -221,6 +318,22 @@ class MatrixAdapter:
         except TimeoutError:
             return False
         return True
+
+
+def _queue_rooms(queues: Iterable[QueueConfig]) -> list[str]:
+    return sorted({q.matrix_room for q in queues if q.matrix_room})
+
+
+def _live_admins(commands: object) -> frozenset[str]:
+    """The admins of the live config ``commands`` (a CommandService) holds, if it has one.
+
+    ``bot/app.py`` builds the adapter from the queues alone; every later change arrives
+    through :meth:`MatrixAdapter.apply_config`.
+    """
+    live = getattr(commands, "live", None)
+    if isinstance(live, LiveConfig):
+        return frozenset(live.current.admins)
+    return frozenset()
 
 
 def default_client_config() -> nio.AsyncClientConfig:

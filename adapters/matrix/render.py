@@ -142,12 +142,25 @@ def notice_contents(
     hint = action_hint(actions)
     if hint:
         lines.append(Line(hint, "i"))
-    return _parts("m.notice", None, lines, relates_to)
+    contents = _parts("m.notice", None, lines, relates_to)
+    offered = [name for name in dict.fromkeys(actions) if _ACTION_NAME.match(name)]
+    if offered:
+        for content in contents:
+            content[ACTIONS_KEY] = offered
+    return contents
 
 
+#: Content key naming the actions a notice offers (``["approve"]``). A reaction on the
+#: notice is read against it, so ✅ under a draft approves it, even after a restart of
+#: the bot, while ✅ anywhere else in the ticket's thread still closes the ticket. (A few
+#: bytes, well within what ``MAX_CONTENT_BYTES`` leaves below the event limit.)
+ACTIONS_KEY = "org.ticketbot.actions"
 _ACTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: How an action offered under a notice is given in Matrix, by command name.
-_ACTION_HINTS = {"undo": "send !undo in this thread, or react ↩️ to this message, to stop it"}
+_ACTION_HINTS = {
+    "undo": "send !undo in this thread, or react ↩️ to this message, to stop it",
+    "approve": "send !approve in this thread, or react ✅ to this message, to send it",
+}
 
 
 def action_hint(actions: Sequence[str]) -> str:

@@ -12,11 +12,14 @@ import pytest
 from adapters.matrix.inbound import (
     Where,
     command_in,
+    offered_actions,
     reaction_command,
+    reaction_on_notice,
     strip_reply_fallback,
     where,
 )
 from adapters.matrix.render import (
+    ACTIONS_KEY,
     action_hint,
     article_contents,
     matrix_user_ids,
@@ -355,3 +358,32 @@ def test_permalinks_quote_the_ids() -> None:
         "@a:b.c",
         "@x:[::1]:8448",
     ]
+
+
+def test_a_draft_notice_offers_approve_and_names_it_in_its_content() -> None:
+    text = "📝 Draft reply by Tom (trainee) waits for a volunteer of info."
+    [content] = notice_contents(text, thread_relation(ROOT), ["approve"])
+    assert_safe(content)
+    assert content["body"] == (
+        f"{text}\n(send !approve in this thread, or react ✅ to this message, to send it)"
+    )
+    assert content[ACTIONS_KEY] == ["approve"]
+    assert offered_actions(content) == ("approve",)
+    # long notices carry the marker on every part; plain answers carry none
+    parts = notice_contents("line\n" * 20_000, thread_relation(ROOT), ["approve", "approve"])
+    assert len(parts) > 1
+    assert all(part[ACTIONS_KEY] == ["approve"] for part in parts)
+    [answer] = notice_contents("Claimed.", reply_relation("$cmd:localhost"))
+    assert ACTIONS_KEY not in answer
+    assert offered_actions(answer) == ()
+    assert offered_actions({ACTIONS_KEY: "approve"}) == ()  # not a list: nothing offered
+    assert offered_actions({ACTIONS_KEY: ["approve", 3]}) == ("approve",)
+
+
+def test_a_check_mark_approves_on_a_draft_notice_and_closes_elsewhere() -> None:
+    assert reaction_on_notice("close", ("approve",)) == "approve"
+    assert reaction_on_notice(str(reaction_command("✔️")), ("approve",)) == "approve"
+    assert reaction_on_notice("close", ()) == "close"
+    assert reaction_on_notice("close", ("undo",)) == "close"
+    assert reaction_on_notice("claim", ("approve",)) == "claim"
+    assert reaction_on_notice("undo", ("approve", "undo")) == "undo"
