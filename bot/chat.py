@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from bot.domain import Article, ArticleKind, Ticket
+from bot.files import ResultFile
 from bot.mail import AttachmentData
 
 
@@ -188,3 +189,11 @@ class ChatGateway(Protocol):
 
     def link(self, room: str, root_ref: str) -> str:
         """A link (or, without links, a plain pointer) to a ticket's root message."""
+
+    async def post_report(
+        self, room: str, text: str, files: Sequence[ResultFile], key: str
+    ) -> None:
+        """A message with files in a room, outside any ticket: the weekly traffic report.
+
+        Images show inline where the platform can; nothing in it pings anyone.
+        """

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bot.chat import ArticleView, TicketView
+from bot.files import ResultFile
 from bot.mail import OutgoingEmail
 from bot.ports import MailSendError
 
@@ -41,6 +42,7 @@ class RecordingGateway:
     fail_next: int = 0
     actions: list[tuple[str, ...]] = field(default_factory=list)
     pinged: list[tuple[str, ...]] = field(default_factory=list)
+    reports: list[tuple[str, str, tuple[ResultFile, ...], str]] = field(default_factory=list)
     _counter: int = 0
 
     def _maybe_fail(self) -> None:
@@ -87,6 +89,12 @@ class RecordingGateway:
             Posted("ping", room, root_ref or "", self.posts[0].ticket, text=text, key=key)
         )
         self.pinged.append(tuple(users))
+
+    async def post_report(
+        self, room: str, text: str, files: Sequence[ResultFile], key: str
+    ) -> None:
+        self._maybe_fail()
+        self.reports.append((room, text, tuple(files), key))
 
     def link(self, room: str, root_ref: str) -> str:
         return f"https://chat.example/{room}/{root_ref}"

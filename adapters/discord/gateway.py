@@ -38,7 +38,9 @@ from typing import Any, Generic, Literal, TypeVar
 import discord
 
 from adapters.discord.render import (
+    ANSWER_UPLOAD_LIMIT,
     OutMessage,
+    answer_uploads,
     article_messages,
     notice_messages,
     ping_messages,
@@ -47,6 +49,7 @@ from adapters.discord.render import (
 )
 from adapters.discord.text import cap
 from bot.chat import ArticleView, TicketView
+from bot.files import ResultFile
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080
 THREAD_ALREADY_CREATED = 160004
 #: Outbox keys remembered; far more than can be retrying at once.
 REMEMBERED_KEYS = 10_000
+#: HTTP status of a request whose files are over the server's limit (error code 40005).
+TOO_LARGE = 413
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -192,6 +197,32 @@ class DiscordGateway:
         messages = ping_messages(text, ids)
         await self._send_all(target, messages, key, mentions=mentions if ids else None)
 
+    async def post_report(
+        self, room: str, text: str, files: Sequence[ResultFile], key: str
+    ) -> None:
+        """One message in the channel: the text (escaped, pinging nobody) with the files
+        attached, images shown inline.
+
+        Up to 10 files and as many bytes as the server takes (at most 25 MiB) go on the
+        message; the text names those left out. A text too long for one message goes
+        in parts, the files on the last. Should Discord refuse the files anyway, the
+        text goes without them, saying so.
+        """
+        channel = await self._text_channel(int(room))
+        limit = min(channel.guild.filesize_limit, ANSWER_UPLOAD_LIMIT)
+        uploads, note = answer_uploads(files, limit)
+        messages = notice_messages(f"{text}\n\n{note}" if note else text)
+        messages[-1] = OutMessage(messages[-1].content, uploads)
+        done = self._parts_sent.get(key) or 0
+        for index in range(done, len(messages)):
+            try:
+                await self._send(channel.id, messages[index], nonce(key, str(index)))
+            except discord.HTTPException as exc:
+                if exc.status != TOO_LARGE or not messages[index].uploads:
+                    raise
+                await self._send_without_files(channel.id, messages[index], key, exc)
+            self._parts_sent.put(key, index + 1)
+
     def link(self, room: str, root_ref: str) -> str:
         """A link to the ticket's thread (its id is the root message's)."""
         return f"https://discord.com/channels/{self._guild_id}/{root_ref}"
@@ -205,6 +236,17 @@ class DiscordGateway:
             await self._send(channel_id, message, nonce(once, str(index)))
 
     # --- internals -------------------------------------------------------------------------
+
+    async def _send_without_files(
+        self, channel_id: int, message: OutMessage, key: str, error: discord.HTTPException
+    ) -> None:
+        """``message`` after Discord refused its files as too large: the text, then a line
+        naming them."""
+        log.warning("discord: the report's files were refused (%s); sending the text", error)
+        await self._send(channel_id, OutMessage(message.content), nonce(key, "bare"))
+        names = ", ".join(upload.filename for upload in message.uploads)
+        for index, line in enumerate(notice_messages(f"📎 Discord refused the files: {names}")):
+            await self._send(channel_id, line, nonce(key, f"refused:{index}"))
 
     async def _text_channel(self, channel_id: int) -> discord.TextChannel:
         channel = self._client.get_channel(channel_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import nio
@@ -44,6 +45,13 @@ ACTION_REACTIONS = {
     **{name: emoji for emoji, name in REACTIONS.items() if name == "undo"},
     "approve": "✅",
 }
+#: Uploads remembered by transaction id, so a retried report does not upload its files
+#: again; far more than a report has files.
+REMEMBERED_UPLOADS = 100
+
+
+class UploadRefused(MatrixError):
+    """The homeserver will not take this file (``M_TOO_LARGE``): retrying cannot help."""
 
 
 class MatrixGateway:
@@ -58,6 +66,7 @@ class MatrixGateway:
     def __init__(self, client: nio.AsyncClient, rooms: RoomDirectory | None = None) -> None:
         self._client = client
         self.rooms = rooms or RoomDirectory(client)
+        self._uploads: OrderedDict[str, str] = OrderedDict()
 
     @property
     def client(self) -> nio.AsyncClient:
@@ -107,6 +116,30 @@ class MatrixGateway:
         relation = thread_relation(root_ref) if root_ref is not None else None
         await self._send_all(room_id, ping_contents(text, users, relation), key)
 
+    async def post_report(
+        self, room: str, text: str, files: Sequence[ResultFile], key: str
+    ) -> None:
+        """The text as an ``m.notice``, then each file as ``m.image`` (shown inline) or
+        ``m.file``, all in the room itself and pinging nobody.
+
+        Every part has its own transaction id from ``key`` (``key:text:1``, ``key:f0``),
+        so a retry re-sends nothing that arrived. A file the homeserver refuses as too
+        large is named in a notice instead: the rest of the report still goes out.
+        """
+        room_id = await self.rooms.resolve(room)
+        await self._send_all(room_id, notice_contents(text, None), f"{key}:text")
+        for index, file in enumerate(files):
+            txn_id = f"{key}:f{index}"
+            try:
+                url = await self._upload_once(file, txn_id)
+            except UploadRefused as exc:
+                log.error("matrix: the report's file %s was refused: %s", file.name, exc)
+                size = f"{file.content_type}, {len(file.data):,} bytes"
+                note = f"📎 {file.name} ({size}) is too large for this homeserver: not shown."
+                await self._send_all(room_id, notice_contents(note, None), txn_id)
+                continue
+            await self.send(room_id, file_content(file, url, None), txn_id)
+
     def link(self, room: str, root_ref: str) -> str:
         """A matrix.to permalink to the ticket's root message."""
         room_id = self.rooms.cached(room)
@@ -144,7 +177,8 @@ class MatrixGateway:
     async def upload(self, file: ResultFile) -> str:
         """Put ``file`` in the homeserver's media repository; its ``mxc://`` address.
 
-        Raises :class:`MatrixError` when refused (a file over the server's size limit).
+        Raises :class:`MatrixError` when refused, :class:`UploadRefused` when the file is
+        over the server's size limit.
         """
         resp, _ = await self._client.upload(
             io.BytesIO(file.data),
@@ -153,8 +187,21 @@ class MatrixGateway:
             filesize=len(file.data),
         )
         if not isinstance(resp, nio.UploadResponse):
-            raise MatrixError(f"uploading {file.name} failed: {describe(resp)}")
+            error = UploadRefused if _too_large(resp) else MatrixError
+            raise error(f"uploading {file.name} failed: {describe(resp)}")
         return str(resp.content_uri)
+
+    async def _upload_once(self, file: ResultFile, txn_id: str) -> str:
+        """:meth:`upload`, unless a file already went up for ``txn_id``: the event sent
+        with that transaction id (if it was) shows that one anyway."""
+        remembered = self._uploads.get(txn_id)
+        if remembered is not None:
+            return remembered
+        url = await self.upload(file)
+        self._uploads[txn_id] = url
+        while len(self._uploads) > REMEMBERED_UPLOADS:
+            self._uploads.popitem(last=False)
+        return url
 
     async def _send_all(self, room_id: str, contents: list[Content], key: str) -> str:
         """Send the parts of one article or notice in order, ``key:1``, ``key:2``, ...
@@ -165,3 +212,8 @@ class MatrixGateway:
         for index, content in enumerate(contents, start=1):
             last = await self.send(room_id, content, f"{key}:{index}")
         return last
+
+
+def _too_large(resp: object) -> bool:
+    """Whether an upload error says the file is over the homeserver's limit."""
+    return getattr(resp, "status_code", None) == "M_TOO_LARGE"

@@ -599,6 +599,58 @@ async def test_files_discord_refuses_leave_the_text(desk: Desk) -> None:
     assert answer["data"]["flags"] & EPHEMERAL
 
 
+# --- the weekly report ---------------------------------------------------------------------------
+
+
+async def test_a_report_is_one_message_with_its_files(desk: Desk) -> None:
+    double = desk.double
+    files = (
+        ResultFile("traffic-2026-W47.png", "image/png", PNG),
+        ResultFile("SPOILER_traffic.csv", "text/csv", b"day,new\n2026-11-23,4\n"),
+    )
+    text = "📊 Weekly traffic report @everyone\n12 new, 9 closed <@&1>"
+    await desk.adapter.gateway.post_report(desk.queue, text, files, "weekly-1")
+    await desk.adapter.gateway.post_report(desk.queue, text, files, "weekly-1")  # a retry
+    [message] = double.messages(desk.queue)
+    assert message["content"] == (
+        "📊 Weekly traffic report @\u200beveryone\n12 new, 9 closed \\<@&1\\>"
+    )
+    assert [a["filename"] for a in message["attachments"]] == [
+        "traffic-2026-W47.png",
+        "traffic.csv",
+    ]
+    assert [u.content for u in double.uploads] == [f.data for f in files]
+    assert message["flags"] & 4  # no link previews
+    [(_, _, body)] = [b for b in bot_bodies(double) if b[1] == f"/channels/{desk.queue}/messages"]
+    assert body["allowed_mentions"]["parse"] == []
+
+
+async def test_a_reports_files_beyond_discords_limits_are_named(desk: Desk) -> None:
+    double = desk.double
+    big = ResultFile("all-tickets.csv", "text/csv", b"x" * (11 << 20))  # over 10 MiB
+    charts = [ResultFile(f"chart-{i}.png", "image/png", PNG) for i in range(11)]
+    await desk.adapter.gateway.post_report(desk.queue, "Report", (big, *charts), "weekly-2")
+    [message] = double.messages(desk.queue)
+    assert [a["filename"] for a in message["attachments"]] == [f"chart-{i}.png" for i in range(10)]
+    assert message["content"].splitlines() == [
+        "Report",
+        "",
+        "📎 Not attached (Discord takes 10 files and 10 MB per message):",
+        "• all-tickets.csv (text/csv, 11,534,336 bytes)",
+        "• chart-10.png (image/png, 48 bytes)",
+    ]
+
+
+async def test_a_report_whose_files_are_refused_still_posts_its_text(desk: Desk) -> None:
+    double = desk.double
+    double.attachment_size_limit = 10
+    chart = ResultFile("traffic.png", "image/png", PNG)
+    await desk.adapter.gateway.post_report(desk.queue, "Report", (chart,), "weekly-3")
+    text, refused = double.messages(desk.queue)
+    assert (text["content"], text["attachments"]) == ("Report", [])
+    assert refused["content"] == "📎 Discord refused the files: traffic.png"
+
+
 async def test_a_private_answer_is_ephemeral(desk: Desk) -> None:
     double = desk.double
     root = await desk.post()

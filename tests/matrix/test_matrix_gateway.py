@@ -19,6 +19,7 @@ from adapters.matrix.text import ZWJ
 from bot.chat import ArticleView
 from bot.commands import CommandResult
 from bot.config import MatrixConfig, QueueConfig
+from bot.files import ResultFile
 from tests.matrix.helpers import (
     CREATED,
     NUMBER,
@@ -33,6 +34,7 @@ from tests.matrix.helpers import (
     messages,
     ticket,
 )
+from tests.matrix.test_media import png
 
 pytestmark = pytest.mark.servers
 
@@ -150,6 +152,75 @@ async def test_200kb_hostile_article_is_accepted_in_parts(desk: Desk) -> None:
         assert len(event["content"]["body"].encode()) <= MAX_BODY_BYTES
         assert len(json.dumps(event).encode()) < 65_536
         assert_no_pings(event["content"])
+
+
+async def test_a_report_is_a_notice_and_its_files_sent_once(desk: Desk) -> None:
+    desk.synapse.join(desk.bot_token, desk.room_id)
+    gateway = MatrixGateway(await desk.login(desk.bot_user, "TICKETBOT"))
+    alias = desk.alias(desk.room_id)
+    chart = ResultFile("traffic-2026-W47.png", "image/png", png(320, 200))
+    table = ResultFile("traffic.csv", "text/csv", b"day,new\n2026-11-23,4\n")
+    text = "📊 Weekly traffic report @room\n12 new <b>tickets</b>"
+
+    await gateway.post_report(alias, text, (chart, table), "weekly-1")
+    await gateway.post_report(alias, text, (chart, table), "weekly-1")  # a retry
+    # a restart logs in again on the same device: still nothing twice
+    again = MatrixGateway(await desk.login(desk.bot_user, "TICKETBOT"))
+    await again.post_report(alias, text, (chart, table), "weekly-1")
+
+    volunteer = await desk.login(desk.volunteer_user, "VERAPHONE")
+    sent = messages(await history(volunteer, desk.room_id), desk.bot_user)
+    assert [event["content"]["msgtype"] for event in sent] == ["m.notice", "m.image", "m.file"]
+    for event in sent:
+        assert_no_pings(event["content"])
+        assert "m.relates_to" not in event["content"]
+
+    notice = sent[0]["content"]
+    assert notice["body"] == f"📊 Weekly traffic report @{ZWJ}room\n12 new <b>tickets</b>"
+    assert "&lt;b&gt;tickets&lt;/b&gt;" in notice["formatted_body"]
+
+    image = sent[1]["content"]
+    assert image["body"] == image["filename"] == "traffic-2026-W47.png"
+    assert image["info"] == {"mimetype": "image/png", "size": len(chart.data), "w": 320, "h": 200}
+    assert image["url"].startswith("mxc://")
+    download = await volunteer.download(image["url"])
+    assert isinstance(download, nio.MemoryDownloadResponse), download
+    assert download.body == chart.data
+    assert sent[2]["content"]["info"] == {"mimetype": "text/csv", "size": len(table.data)}
+
+
+async def test_a_report_file_the_server_refuses_is_named_instead(desk: Desk) -> None:
+    desk.synapse.join(desk.bot_token, desk.room_id)
+    client = await desk.login(desk.bot_user, "TICKETBOT")
+    gateway = MatrixGateway(client)
+    upload = client.upload
+
+    async def limited(data: Any, **kwargs: Any) -> Any:
+        if kwargs["filesize"] > 1000:
+            return nio.UploadError("File size limit exceeded", "M_TOO_LARGE"), None
+        return await upload(data, **kwargs)
+
+    client.upload = limited
+    big = ResultFile("@room huge.png", "image/png", png(2000, 2000))
+    small = ResultFile("small.csv", "text/csv", b"a,b\n")
+    await gateway.post_report(desk.room_id, "Report", (big, small), "weekly-2")
+
+    volunteer = await desk.login(desk.volunteer_user, "VERAPHONE")
+    sent = messages(await history(volunteer, desk.room_id), desk.bot_user)
+    assert [event["content"]["msgtype"] for event in sent] == ["m.notice", "m.notice", "m.file"]
+    refused = sent[1]["content"]
+    assert refused["body"] == (
+        f"📎 @{ZWJ}room huge.png (image/png, {len(big.data):,} bytes) is too large for this "
+        "homeserver: not shown."
+    )
+    assert_no_pings(refused)
+
+    async def broken(data: Any, **kwargs: Any) -> Any:
+        return nio.UploadError("database is down", "M_UNKNOWN"), None
+
+    client.upload = broken  # any other refusal raises: the report is tried again later
+    with pytest.raises(MatrixError):
+        await gateway.post_report(desk.room_id, "Report", (small,), "weekly-3")
 
 
 # --- the listener ---------------------------------------------------------------------------------
