@@ -34,6 +34,8 @@ from bot.intake import IntakeService
 from bot.outbox import OutboxDispatcher
 from bot.ports import Clock, MailSender, StoreUnavailable, SystemClock
 from bot.reminders import ReminderService
+from bot.reports.weekly import CHECK_SECONDS as WEEKLY_CHECK_SECONDS
+from bot.reports.weekly import WeeklyReport
 from storage.backup import BackupReport, backup, backup_name, prune_backups, url_kind
 from storage.store import PeeweeRepository, SqlStore
 
@@ -148,6 +150,7 @@ class App:
     console: ConsoleRepl | None = None
     gateways: dict[str, ChatGateway] = field(default_factory=dict)
     backups: DailyBackup | None = None
+    weekly: WeeklyReport | None = None
 
     async def check_mail_once(self) -> int:
         """Take in what is waiting in the mail sources now (the demo and tests use it)."""
@@ -214,6 +217,12 @@ class App:
                     self.config.reminders.check_seconds,
                     partial(_discard, self.reminders.tick),
                 )
+                if self.weekly is not None and self.weekly.enabled:
+                    self.scheduler.every(
+                        "weekly-report",
+                        WEEKLY_CHECK_SECONDS,
+                        partial(_discard, self.weekly.tick),
+                    )
                 if self.backups is not None and self.backups.enabled:
                     self.scheduler.every(
                         "daily-backup",
@@ -322,7 +331,9 @@ async def build_app(
     gateways: dict[str, ChatGateway] = {}
     console = None
     if config.console is not None and config.console.enabled:
-        gateways["console"] = ConsoleGateway(stdout)
+        gateways["console"] = ConsoleGateway(
+            stdout, files_dir=config.path.resolve().parent / "var" / "reports"
+        )
     matrix = None
     if config.matrix is not None:
         from adapters.matrix import MatrixAdapter
@@ -394,4 +405,5 @@ async def build_app(
         console=console,
         gateways=gateways,
         backups=DailyBackup(config.backup, config.storage.url, store, clock),
+        weekly=WeeklyReport(live, store, clock, gateways),
     )

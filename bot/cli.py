@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _maintenance_arguments(retention)
+    _report_parsers(sub, common)
     return parser
 
 
@@ -330,6 +332,188 @@ def _maintenance_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="who is doing this, for the audit log (default: the OS user)",
     )
+
+
+STATS_DESCRIPTION = """\
+Write the traffic report of the chat command `stats` to files: tickets received per
+queue per day and the backlog at the end of each day (stats-traffic.png, and
+stats-traffic.csv with one row per day and queue), and the time to first response
+and to close, median and 90th percentile per queue (stats-times.png,
+stats-times.csv). The table is printed, then the paths written.
+
+Periods are whole UTC days up to today: the last 7 days unless --week, --month or
+--from/--to say otherwise. A queue named brings its sub-queues. The database is read
+only, in one snapshot, while the bot runs. How each figure is counted: docs/reports.md.
+
+Exit status: 0 written; 1 the database could not be read; 2 a bad argument or an
+invalid configuration.
+"""
+
+STATS_EPILOG = """\
+examples:
+  ticketbot stats --out /tmp/stats --config /etc/ticketbot/bot.toml
+      every queue, the last 7 days (today included)
+  ticketbot stats info press --month --out /tmp/stats
+      queues info (with info::de ...) and press, the last 30 days
+  ticketbot stats --month 2026-10 --out reports/2026-10
+      the calendar month of October 2026
+  ticketbot stats permissions --from 2026-09-01 --to 2026-11-30 --out /tmp/q4
+      a quarter, days inclusive (at most 366 days)
+"""
+
+BADGE_DESCRIPTION = """\
+Write a backlog badge per queue: QUEUE.svg (a shields.io-style badge, e.g.
+"info | 12 waiting · oldest 3d") and QUEUE.json (the same figures, also usable as
+a shields.io endpoint badge). info::de is written as info--de.svg.
+
+Waiting: new or open tickets (not pending, not closed) with no reply since the
+requester last wrote. The colour follows the oldest one's wait: green under a day,
+yellow from 1 day, red from 3 days. Badges hold counts and ages only, no personal
+data, so they can go on a public status page: run this from cron and copy the files.
+
+Exit status: 0 written; 1 the database could not be read; 2 a bad argument or an
+invalid configuration.
+"""
+
+BADGE_EPILOG = """\
+examples:
+  ticketbot badge --out /var/www/status/badges --config /etc/ticketbot/bot.toml
+      one .svg and one .json per queue of the configuration
+  ticketbot badge info permissions --out /tmp/badges
+      queues info and permissions, each with its sub-queues
+  a crontab line refreshing them every 10 minutes:
+    */10 * * * * ticketbot badge --out /var/www/status/badges --config /etc/ticketbot/bot.toml
+"""
+
+
+def _report_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``stats`` and ``badge`` subcommands: the chat reports, written to files."""
+    stats = sub.add_parser(
+        "stats",
+        parents=[common],
+        help="write the traffic charts and CSV of a period to a folder",
+        description=STATS_DESCRIPTION,
+        epilog=STATS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stats.add_argument(
+        "queues", nargs="*", metavar="QUEUE", help="queues to report on (default: all)"
+    )
+    stats.add_argument("--week", action="store_true", help="the last 7 days (the default)")
+    stats.add_argument(
+        "--month",
+        nargs="?",
+        const="",
+        metavar="YYYY-MM",
+        help="the last 30 days; with YYYY-MM, that calendar month",
+    )
+    stats.add_argument("--from", dest="from_day", metavar="YYYY-MM-DD", help="first day")
+    stats.add_argument(
+        "--to", dest="to_day", metavar="YYYY-MM-DD", help="last day, included (default: today)"
+    )
+    stats.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    badge = sub.add_parser(
+        "badge",
+        parents=[common],
+        help="write a backlog badge (SVG and JSON) per queue to a folder",
+        description=BADGE_DESCRIPTION,
+        epilog=BADGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    badge.add_argument(
+        "queues", nargs="*", metavar="QUEUE", help="queues (default: every configured queue)"
+    )
+    badge.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+
+
+def _report_now() -> datetime:
+    """The moment reports are made at (tests put the clock where their data is)."""
+    return datetime.now(UTC)
+
+
+def _report_folder(command: str, out: str) -> Path | None:
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"ticketbot: {command}: --out {out}: {exc.strerror or exc}", file=sys.stderr)
+        return None
+    return folder
+
+
+def _write_report_files(command: str, folder: Path, files: Sequence[Any]) -> bool:
+    for item in files:
+        path = folder / item.name
+        try:
+            path.write_bytes(item.data)
+        except OSError as exc:
+            print(f"ticketbot: {command}: {path}: {exc.strerror or exc}", file=sys.stderr)
+            return False
+        print(f"wrote {path}")
+    return True
+
+
+def _stats(config: Config, args: argparse.Namespace) -> int:
+    from bot.reports import stats_report
+    from bot.reports.period import parse_stats_words
+    from storage.maintenance import MaintenanceError, maintenance_database, read_transaction
+    from storage.reports import ReportQueries
+
+    # the words of the chat command, so both read them alike: argparse takes the word
+    # after --month as its value, and one that is no YYYY-MM is then read as a queue
+    words = list(args.queues)
+    words += ["--week"] if args.week else []
+    words += ["--month", *([args.month] if args.month else [])] if args.month is not None else []
+    words += ["--from", args.from_day] if args.from_day is not None else []
+    words += ["--to", args.to_day] if args.to_day is not None else []
+    try:
+        request = parse_stats_words(words, _report_now(), [queue.name for queue in config.queues])
+    except ValueError as exc:
+        print(f"ticketbot: stats: {exc}", file=sys.stderr)
+        return 2
+    folder = _report_folder("stats", args.out)
+    if folder is None:
+        return 2
+    try:
+        with maintenance_database(config.storage.url) as db, read_transaction(db):
+            data = ReportQueries().report_traffic(request.queues, request.start, request.end)
+    except MaintenanceError as exc:
+        print(f"ticketbot: stats: {exc}", file=sys.stderr)
+        return 1
+    report = stats_report(data, request.label)
+    print(report.text)
+    return 0 if _write_report_files("stats", folder, report.files) else 1
+
+
+def _badge(config: Config, args: argparse.Namespace) -> int:
+    from bot.reports import badge_files
+    from bot.reports.badge import message
+    from storage.maintenance import MaintenanceError, maintenance_database, read_transaction
+    from storage.reports import ReportQueries
+
+    known = {queue.name.lower(): queue.name for queue in config.queues}
+    unknown = [name for name in args.queues if name.lower() not in known]
+    if unknown:
+        print(
+            f"ticketbot: badge: unknown queue '{unknown[0]}'; known: {', '.join(known.values())}",
+            file=sys.stderr,
+        )
+        return 2
+    queues = [known[name.lower()] for name in args.queues] or list(known.values())
+    folder = _report_folder("badge", args.out)
+    if folder is None:
+        return 2
+    try:
+        with maintenance_database(config.storage.url) as db, read_transaction(db):
+            badges = ReportQueries().report_backlog(queues, _report_now())
+    except MaintenanceError as exc:
+        print(f"ticketbot: badge: {exc}", file=sys.stderr)
+        return 1
+    if not args.queues:  # exactly the configured queues, not names the database still has
+        badges = [badge for badge in badges if badge.queue in known.values()]
+    for badge in badges:
+        print(f"{badge.queue}: {message(badge)}")
+    return 0 if _write_report_files("badge", folder, badge_files(badges)) else 1
 
 
 def _setup_logging(level: str) -> None:
@@ -359,6 +543,12 @@ def _summary(config: Config) -> str:
             f"  queue {queue.name}{default}: {', '.join(queue.addresses)} -> {bound}; "
             f"{len(queue.volunteers)} volunteer(s)"
         )
+    lines.append(f"  admins: {', '.join(config.admins) or 'none (add admins = [...])'}")
+    if config.reports.weekly_at is not None:
+        day, at = config.reports.weekly_at
+        days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        lines.append(f"  weekly report: {days[day]} {at:%H:%M} UTC")
+    lines.append("  (admins' changes by command are kept in the database and win over this file)")
     return "\n".join(lines)
 
 
@@ -585,6 +775,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _erase(config, args)
     if command == "retention":
         return _retention(config, args)
+    if command == "stats":
+        return _stats(config, args)
+    if command == "badge":
+        return _badge(config, args)
     try:
         if command == "demo":
             from bot.demo import run_demo

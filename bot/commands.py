@@ -9,6 +9,7 @@ adapter shows back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from bot.domain import Actor, Ticket, TicketError
 from bot.files import ResultFile
 from bot.ports import Clock, RoomCheck, RoomInspector, StoreUnavailable
 from bot.privacy import pseudonym_key
+from bot.reports import activity_report, stats_report
+from bot.reports.period import parse_activity_args, parse_stats_args
 from bot.repository import Repository, Store
 
 log = logging.getLogger(__name__)
@@ -274,6 +277,24 @@ COMMANDS: dict[str, CommandSpec] = {
             takes_args=True,
             admin=True,
         ),
+        CommandSpec(
+            "stats",
+            "stats [QUEUE ...] [--week|--month|--from DATE --to DATE]",
+            "traffic charts: tickets per day, backlog, response times (PNG, table, CSV)",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            example="stats permissions --month",
+        ),
+        CommandSpec(
+            "activity",
+            "activity [--month YYYY-MM]",
+            "per volunteer: actions by kind and last active day (table and CSV)",
+            False,
+            needs_ticket=False,
+            takes_args=True,
+            admin=True,
+        ),
         CommandSpec("help", "help", "list these commands", False, needs_ticket=False),
     )
 }
@@ -384,6 +405,8 @@ class CommandService:
                 ),
             )
         try:
+            if request.name in ("stats", "activity"):
+                return await self._report(request)
             if spec.admin or (request.name == "queue" and not _is_queue_status(request.args)):
                 return await self._admin(request)
             result = await self._store.run(lambda repo: self._execute(repo, spec, request))
@@ -503,6 +526,55 @@ class CommandService:
         log.info("%s %s by %s", name, " ".join(words[:2]), request.actor.user_id)
         return CommandResult(True, message)
 
+    async def _report(self, request: CommandRequest) -> CommandResult:
+        """``stats`` (volunteers: their queues; admins: all) and ``activity`` (admins).
+
+        The figures are read in one transaction; the charts are drawn off the event loop.
+        """
+        config = self._config
+        actor = request.actor
+        admin = config.is_admin(actor)
+        now = self._clock.now()
+        if request.name == "activity":
+            if not admin:
+                return CommandResult(False, "Sorry, activity is for admins.")
+            try:
+                wanted = parse_activity_args(request.args, now)
+            except ValueError as exc:
+                return CommandResult(False, f"{exc}")
+            people = sorted({v for q in config.queues for v in q.volunteers})
+            activity = await self._store.run(
+                lambda repo: repo.report_activity(wanted.start, wanted.end, people)
+            )
+            report = await asyncio.to_thread(activity_report, activity, wanted.label)
+            return CommandResult(True, report.text, files=report.files)
+        allowed = [q.name for q in config.queues] if admin else self._room_queues(request)
+        if not allowed:
+            return CommandResult(False, "You are not a volunteer of any queue shown here.")
+        try:
+            stats = parse_stats_args(request.args, now, allowed)
+        except ValueError as exc:
+            return CommandResult(False, f"{exc}")
+        queues = list(stats.queues) if stats.queues is not None else (None if admin else allowed)
+        traffic = await self._store.run(
+            lambda repo: repo.report_traffic(queues, stats.start, stats.end)
+        )
+        report = await asyncio.to_thread(stats_report, traffic, stats.label)
+        return CommandResult(True, report.text, files=report.files)
+
+    def _room_queues(self, request: CommandRequest) -> list[str]:
+        """The queues the asker sees; in a room everyone reads, only that room's."""
+        queues = lookup.visible_queues(self._config, request.actor)
+        context = request.context
+        if context.room is not None and not context.private:
+            queues = [
+                name
+                for name in queues
+                if self._config.queue(name).bindings(self._config).get(context.platform)
+                == context.room
+            ]
+        return queues
+
     async def check_room_privacy(self, platform: str, room: str) -> RoomCheck:
         inspector = self._inspectors.get(platform)
         if inspector is None:
@@ -528,7 +600,7 @@ class CommandService:
                 == context.room
             ]
         if request.name == "search":
-            return lookup.search(repo, actor, args, queues)
+            return lookup.search(repo, actor, args, queues, self._config)
         if request.name == "history":
             return lookup.requester_history(repo, args, queues)
         if request.name == "templates":

@@ -26,6 +26,7 @@ from bot.admin.live import LiveConfig, as_live
 from bot.config import Config, QueueConfig
 from bot.domain import SYSTEM, ArticleKind, Ticket, TicketState
 from bot.ports import Clock
+from bot.privacy import mask
 from bot.repository import Repository, Store
 from bot.timeparse import format_duration
 
@@ -172,7 +173,7 @@ class ReminderService:
             ticket,
             now,
             f"🔔 Ticket {ticket.number}{language} has waited {waited} unclaimed: "
-            f"{ticket.subject[:80]}",
+            f"{_subject(queue, ticket)[:80]}",
             users,
             in_thread=False,
         )
@@ -268,5 +269,10 @@ def digest_text(
         oldest = min(unclaimed, key=lambda t: t.created_at)
         lines[0] += f" · oldest unclaimed waits {format_duration(now - oldest.created_at)}"
         for t in sorted(unclaimed, key=lambda t: (-t.priority, t.created_at))[:5]:
-            lines.append(f"• {t.number} · priority {t.priority} · {t.subject[:70]}")
+            lines.append(f"• {t.number} · priority {t.priority} · {_subject(queue, t)[:70]}")
     return "\n".join(lines)
+
+
+def _subject(queue: QueueConfig, ticket: Ticket) -> str:
+    """The subject as a reminder shows it: masked where the queue shows pseudonyms."""
+    return mask(ticket.subject) if queue.pseudonymize else ticket.subject

@@ -18,6 +18,7 @@ from bot.admin.overlay import Overlay
 from bot.domain import Actor, Article, Ticket
 from bot.mail import AttachmentData
 from bot.ports import MailCursor, MailKey
+from bot.reports.data import ActivityData, BadgeData, TrafficData
 
 T = TypeVar("T")
 
@@ -193,6 +194,17 @@ class Repository(Protocol):
     def tickets_owned(self, owner: str, limit: int) -> list[Ticket]: ...
 
     def raw_message_of(self, article_id: int) -> bytes | None: ...
+
+    # reports (storage/reports.py)
+    def report_traffic(
+        self, queues: Sequence[str] | None, start: datetime, end: datetime
+    ) -> TrafficData: ...
+
+    def report_activity(
+        self, start: datetime, end: datetime, volunteers: Sequence[str] = ()
+    ) -> ActivityData: ...
+
+    def report_backlog(self, queues: Sequence[str] | None, now: datetime) -> list[BadgeData]: ...
 
     def audit_log(
         self,

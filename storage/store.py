@@ -27,6 +27,7 @@ from storage import models as m
 from storage.admin import AdminQueries
 from storage.database import is_sqlite, open_database
 from storage.migrations import migrate
+from storage.reports import ReportQueries
 from storage.search import search_tickets
 
 T = TypeVar("T")
@@ -143,7 +144,7 @@ def _attachment_problem(sha256: str, size: int, data: bytes | None) -> str | Non
     return None
 
 
-class PeeweeRepository(AdminQueries):
+class PeeweeRepository(AdminQueries, ReportQueries):
     """Implements :class:`bot.repository.Repository`; every method runs inside a transaction.
 
     Intake writes about a dozen rows a mail, so the statements on that path are kept few:

@@ -7,12 +7,13 @@ on they cannot read either.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 
 from bot.actions import Action
 from bot.config import Config
 from bot.domain import Actor, ArticleKind, Ticket, TicketError
-from bot.privacy import mask, pseudonym
+from bot.privacy import mask, pseudonym, pseudonym_key
 from bot.replies import describe_templates
 from bot.repository import Repository
 from bot.search import PAGE_SIZE, format_results, parse_search
@@ -72,7 +73,9 @@ def _show(repo: Repository, ticket: Ticket) -> str:
     return "\n".join(lines)
 
 
-def search(repo: Repository, actor: Actor, args: str, queues: list[str]) -> str:
+def search(
+    repo: Repository, actor: Actor, args: str, queues: list[str], config: Config | None = None
+) -> str:
     """``queues``: those the asker works in, and, for an answer all of a room reads, that
     room shows."""
     query, page = parse_search(args, actor.user_id)
@@ -81,6 +84,22 @@ def search(repo: Repository, actor: Actor, args: str, queues: list[str]) -> str:
             "You are not a volunteer of any queue shown here, so there is nothing to search."
         )
     result = repo.search(query, queues, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+    hidden = {q.name for q in config.queues if q.pseudonymize} if config is not None else set()
+    if hidden & {hit.queue for hit in result.hits}:
+        key = pseudonym_key(repo)
+        result = replace(
+            result,
+            hits=[
+                replace(
+                    hit,
+                    requester_email=pseudonym(hit.requester_email, key),
+                    subject=mask(hit.subject),
+                )
+                if hit.queue in hidden
+                else hit
+                for hit in result.hits
+            ],
+        )
     return format_results(result, page, PAGE_SIZE, args)
 
 

@@ -398,3 +398,16 @@ async def test_a_room_blocked_at_start_is_used_again_once_found_private(desk: De
     desk.commands.set_room_inspector("matrix", FakeInspector(set()))
     assert (await desk.command(ALICE, "!privacy check")).ok
     assert current(desk).queue("press").matrix_room == "!press:example.org"
+
+
+async def test_search_and_reminders_keep_pseudonyms(desk: Desk) -> None:
+    assert (await desk.command(ALICE, "!privacy pseudonymize info on")).ok
+    await desk.receive(mail("Call maria@example.net please", text="about the photo"))
+    found = (await desk.command(BOB, "!search photo")).message
+    assert "maria@example.net" not in found and "Requester #" in found
+    desk.clock.advance(5 * 3600)
+    await desk.reminders.tick()
+    await desk.flush()
+    pings = desk.chat.texts("ping")
+    assert pings and all("maria@example.net" not in text for text in pings)
+    assert "[address]" in pings[0]
