@@ -345,3 +345,53 @@ async def test_a_volunteers_check_mark_sends_a_trainees_draft_exactly_once(
         await asyncio.sleep(1.0)
         assert len(smtp_capture.messages) == 1
         assert not (await ticket(app, number)).state.is_closed
+
+
+# --- stats over a desk with a few thousand tickets -----------------------------------------------
+
+
+async def test_stats_posts_charts_whose_table_matches_a_count_of_the_tickets(
+    tmp_path: Path, desk: Desk, imap_account: ImapAccount, smtp_capture: SmtpCapture
+) -> None:
+    from datetime import date
+
+    from tests.reports.seed import generate, seed_database
+
+    seeded = seed_database(
+        f"sqlite:///{tmp_path}/desk.db", generate(date(2026, 11, 22), 30, seed=5, scale=4.0)
+    )
+    first, last = date(2026, 11, 1), date(2026, 11, 14)
+    expected: dict[str, int] = {}
+    for t in seeded.tickets:
+        if first <= t.created_at.date() <= last:
+            expected[t.queue] = expected.get(t.queue, 0) + 1
+    assert sum(expected.values()) > 1000, "a few thousand tickets in all, over a thousand here"
+
+    info = await desk.room("info", [desk.vera, desk.mallory])
+    config = desk_config(tmp_path, desk, imap_account, smtp_capture, [info_queue(info, desk)])
+    async with running(config, FakeClock()) as app:
+        await wait_for("the bot in the info room", lambda: desk.bot_joined(info))
+        table = await desk.command(info, desk.ada, "!stats --from 2026-11-01 --to 2026-11-14")
+        rows = {line.split()[0]: line.split() for line in table.splitlines() if line.strip()}
+        for queue, received in expected.items():
+            assert rows[queue][1] == str(received), (queue, rows.get(queue))
+
+        def images() -> list[dict[str, Any]] | None:
+            found = [
+                e
+                for e in messages(info.events())
+                if e["sender"] == desk.bot_id and e["content"].get("msgtype") == "m.image"
+            ]
+            return found if len(found) >= 2 else None
+
+        charts = await wait_for("the two charts", images)
+        for event in charts:
+            content = event["content"]
+            assert content["info"]["mimetype"] == "image/png"
+            assert 10_000 < content["info"]["size"] < 500_000
+            assert content["info"]["w"] >= 600 and content["info"]["h"] >= 400
+            assert content["url"].startswith("mxc://")
+        # a volunteer sees her queues only; mallory works in none
+        refusal = await desk.command(info, desk.mallory, "!stats")
+        assert "not a volunteer" in refusal
+        assert app.live.current.find_queue("info") is not None
