@@ -36,6 +36,7 @@ from bot.ports import Clock, MailSender, StoreUnavailable, SystemClock
 from bot.reminders import ReminderService
 from bot.reports.weekly import CHECK_SECONDS as WEEKLY_CHECK_SECONDS
 from bot.reports.weekly import WeeklyReport
+from bot.status import StatusService
 from storage.backup import BackupReport, backup, backup_name, prune_backups, url_kind
 from storage.store import PeeweeRepository, SqlStore
 
@@ -151,6 +152,7 @@ class App:
     gateways: dict[str, ChatGateway] = field(default_factory=dict)
     backups: DailyBackup | None = None
     weekly: WeeklyReport | None = None
+    http: Any = None  # adapters.http.HttpServer, imported only when configured
 
     async def check_mail_once(self) -> int:
         """Take in what is waiting in the mail sources now (the demo and tests use it)."""
@@ -193,6 +195,8 @@ class App:
         if self.discord is not None:
             await self.discord.start()
         await self.check_privacy()
+        if self.http is not None:
+            await self.http.start()
         self.scheduler.start()
         try:
             if self.maildir is not None:
@@ -246,6 +250,9 @@ class App:
 
     async def close(self) -> None:
         self.scheduler.shutdown()
+        if self.http is not None:
+            with contextlib.suppress(Exception):
+                await self.http.stop()
         for adapter in (self.matrix, self.discord):
             if adapter is not None:
                 with contextlib.suppress(Exception):
@@ -389,7 +396,13 @@ async def build_app(
             scheduler,
             ssl_context=imap_ssl_context,
         )
+    http = None
+    if config.http is not None:
+        from adapters.http import HttpServer
+
+        http = HttpServer(config.http, StatusService(live, store, clock))
     return App(
+        http=http,
         config=config,
         live=live,
         store=store,

@@ -298,6 +298,18 @@ class ReportsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The optional HTTP endpoint: backlog badges and a health check, for a status page."""
+
+    host: str = "127.0.0.1"
+    port: int = 9102
+    #: Serve /badge/QUEUE.svg and .json (queue names and counts, no personal data).
+    badges: bool = True
+    #: Seconds a badge is reused before the database is asked again.
+    badge_cache_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     storage: StorageConfig
@@ -323,6 +335,7 @@ class Config:
     #: at run time with ``admin grant``.
     admins: tuple[str, ...] = ()
     reports: ReportsConfig = ReportsConfig()
+    http: HttpConfig | None = None
 
     def is_admin(self, actor: Actor) -> bool:
         return bool({actor.user_id, *actor.roles} & set(self.admins))
@@ -651,6 +664,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
                 "discord-role:ID or console:NAME",
             )
     reports = _read_reports(root.table("reports"), matrix, discord)
+    http = _read_http(root.table("http"))
     root.finish()
 
     config = Config(
@@ -674,6 +688,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         rule_tables=tuple(rule_tables),
         admins=admins,
         reports=reports,
+        http=http,
     )
     for index, queue in enumerate(queues):
         if not queue.bindings(config):
@@ -848,6 +863,25 @@ def _read_reports(
             "reports.weekly", "needs a room to post to: matrix_room, discord_channel or console"
         )
     return reports
+
+
+def _read_http(section: _Section | None) -> HttpConfig | None:
+    if section is None:
+        return None
+    listen = section.need("listen", str)
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError("http.listen", f'must be HOST:PORT like "127.0.0.1:9102", got {listen!r}')
+    http = HttpConfig(
+        host=host.strip("[]"),
+        port=int(port_text),
+        badges=section.get("badges", bool, True),
+        badge_cache_seconds=section.get("badge_cache_seconds", float, 60.0),
+    )
+    if http.badge_cache_seconds < 0:
+        raise ConfigError("http.badge_cache_seconds", "must be 0 or more")
+    section.finish()
+    return http
 
 
 def _read_matrix(section: _Section | None) -> MatrixConfig | None:

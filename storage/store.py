@@ -41,6 +41,7 @@ class SqlStore:
         self.db = db
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ticketbot-db")
         self._repository = PeeweeRepository()
+        self._closed = False
 
     @classmethod
     async def open(cls, url: str) -> SqlStore:
@@ -86,6 +87,10 @@ class SqlStore:
             raise StoreUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
+        """Close the database and its thread; a second close does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         await self._call(self.db.close)
         self._executor.shutdown(wait=True)
 
