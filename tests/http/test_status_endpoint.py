@@ -79,5 +79,5 @@ def test_listen_is_checked_and_named_in_the_error(tmp_path: Path) -> None:
     config = desk_config(tmp_path, extra={"http": {"listen": "127.0.0.1:9200"}})
     assert config.http == HttpConfig(host="127.0.0.1", port=9200)
     for bad in ("9200", "localhost:http", "127.0.0.1:70000"):
-        with pytest.raises(ConfigError, match="http.listen"):
+        with pytest.raises(ConfigError, match=r"http\.listen"):
             desk_config(tmp_path, extra={"http": {"listen": bad}})
