@@ -548,6 +548,8 @@ def _summary(config: Config) -> str:
         day, at = config.reports.weekly_at
         days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         lines.append(f"  weekly report: {days[day]} {at:%H:%M} UTC")
+    if config.http is not None:
+        lines.append(f"  http: {config.http.host}:{config.http.port} (/healthz, /badge/QUEUE.svg)")
     lines.append("  (admins' changes by command are kept in the database and win over this file)")
     return "\n".join(lines)
 
