@@ -241,6 +241,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Read and validate the configuration; print a summary, or one line per "
         "problem naming the key. Exit status 0 when valid, 2 when not.",
     )
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="upgrade the database schema in place (the bot also does it at start)",
+        description="Bring the database's schema up to this ticketbot's version, step by "
+        "step, each in its own transaction; data is kept. --dry-run lists the steps "
+        "without changing anything. Take a backup first (ticketbot backup DIR).",
+    )
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="list the steps that would run; change nothing"
+    )
     route = sub.add_parser(
         "route",
         parents=[common],
@@ -516,6 +527,45 @@ def _badge(config: Config, args: argparse.Namespace) -> int:
     return 0 if _write_report_files("badge", folder, badge_files(badges)) else 1
 
 
+def _migrate(config: Config, dry_run: bool) -> int:
+    """``ticketbot migrate``: the schema steps a database lacks, listed and applied."""
+    from peewee import DatabaseError
+
+    from storage.database import open_database
+    from storage.migrations import LATEST, STEPS, SchemaTooNew, current_version, migrate
+
+    db = open_database(config.storage.url)
+    try:
+        db.connect()
+        version = current_version(db)
+        print(f"database schema: step {version}; this ticketbot: step {LATEST}")
+        if version > LATEST:
+            print(
+                "ticketbot: migrate: the database is newer than this ticketbot; "
+                "install the newer release",
+                file=sys.stderr,
+            )
+            return 1
+        pending = [step for step in STEPS if version < step.VERSION]
+        if not pending:
+            print("up to date: nothing to do")
+            return 0
+        for step in pending:
+            summary = (step.__doc__ or "").strip().splitlines()[0]
+            print(f"  step {step.VERSION}: {summary}")
+        if dry_run:
+            print("dry run: nothing changed")
+            return 0
+        applied = migrate(db)
+        print(f"applied {applied} step(s); the database is at step {current_version(db)}")
+        return 0
+    except (SchemaTooNew, DatabaseError) as exc:
+        print(f"ticketbot: migrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level),
@@ -769,6 +819,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "route":
         return _route(config, args.path, args.explain, args.sender_mark)
+    if command == "migrate":
+        return _migrate(config, args.dry_run)
     if command == "backup":
         return _backup(config, args.path, args.keep)
     if command == "restore":

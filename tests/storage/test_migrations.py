@@ -101,3 +101,34 @@ def test_a_first_release_database_with_data_is_upgraded(
         ).fetchall()
     assert [tuple(r) for r in found] == [(1,)]
     db.close()
+
+
+def test_migrate_command_lists_then_applies_the_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    path = tmp_path / "old.db"
+    db = open_database(f"sqlite:///{path}")
+    with db.atomic():
+        _version_one(db, "sqlite")
+    db.close()
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{path}"\n'
+        '[mail.maildir]\npath = "mail"\n[mail.files]\npath = "out"\n'
+        '[[queue]]\nname = "info"\naddresses = ["info@example.org"]\ndefault = true\n'
+        "[console]\n"
+    )
+    assert main(["migrate", "--dry-run", "--config", str(config)]) == 0
+    dry = capsys.readouterr().out
+    assert "database schema: step 1" in dry and "dry run: nothing changed" in dry
+    assert f"step {LATEST}:" in dry
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert f"the database is at step {LATEST}" in capsys.readouterr().out
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert "up to date" in capsys.readouterr().out
+    db = open_database(f"sqlite:///{path}")
+    assert current_version(db) == LATEST
+    assert db.execute_sql('SELECT "number" FROM "ticket"').fetchall() == [("2026110110000001",)]
+    db.close()
