@@ -16,6 +16,7 @@ from typing import Any
 
 from bot import __version__
 from bot.config import Config, ConfigError, load_config
+from bot.logformat import setup_logging
 
 log = logging.getLogger("ticketbot")
 
@@ -205,6 +206,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default=argparse.SUPPRESS,
         help="configuration file (default: ./bot.toml)",
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="text for people (default) or JSON lines for a log collector, each with the "
+        "ticket number where there is one (overrides [logging] format)",
     )
     common.add_argument(
         "--log-level",
@@ -566,16 +574,6 @@ def _migrate(config: Config, dry_run: bool) -> int:
         db.close()
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("apscheduler", "nio", "peewee", "aiohttp"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
-
-
 def _summary(config: Config) -> str:
     mail = config.mail
     intake = [
@@ -812,7 +810,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # the demo talks to a person in this terminal: only warnings unless asked for more
     default_level = "WARNING" if command in ("demo", "route") else config.log_level
-    _setup_logging(getattr(args, "log_level", None) or default_level)
+    setup_logging(
+        getattr(args, "log_level", None) or default_level,
+        getattr(args, "log_format", None) or config.log_format,
+    )
 
     if command == "check-config":
         print(_summary(config))

@@ -321,6 +321,8 @@ class Config:
     tickets: TicketsConfig = TicketsConfig()
     outbox: OutboxConfig = OutboxConfig()
     log_level: str = "INFO"
+    #: "text" for people, "json" for one JSON object a line (``--log-format``).
+    log_format: str = "text"
     reminders: RemindersConfig = RemindersConfig()
     autoresponse: AutoResponseConfig = AutoResponseConfig()
     flood: FloodConfig = FloodConfig()
@@ -643,9 +645,10 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         )
         section.finish()
 
-    log_level = "INFO"
+    log_level, log_format = "INFO", "text"
     if (section := root.table("logging")) is not None:
         log_level = section.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+        log_format = section.choice("format", ("text", "json"), "text")
         section.finish()
 
     queues = _read_queues(root, matrix, discord)
@@ -678,6 +681,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         tickets=tickets,
         outbox=outbox,
         log_level=log_level,
+        log_format=log_format,
         reminders=reminders,
         autoresponse=autoresponse,
         flood=flood,
