@@ -31,6 +31,7 @@ from bot.commands import CommandService
 from bot.config import BackupConfig, Config
 from bot.domain import Actor
 from bot.intake import IntakeService
+from bot.metrics import Metrics
 from bot.outbox import OutboxDispatcher
 from bot.ports import Clock, MailSender, StoreUnavailable, SystemClock
 from bot.reminders import ReminderService
@@ -331,8 +332,10 @@ async def build_app(
         for target in wake_targets:
             target.wake()
 
-    intake = IntakeService(live, store, clock, wake, detector=Py3LangidDetector())
+    metrics = Metrics()
+    intake = IntakeService(live, store, clock, wake, detector=Py3LangidDetector(), metrics=metrics)
     commands = CommandService(live, store, clock, wake)
+    commands.metrics = metrics
     reminders = ReminderService(live, store, clock, wake)
     scheduler = ApScheduler()
     gateways: dict[str, ChatGateway] = {}
@@ -367,6 +370,7 @@ async def build_app(
         gateways,
         sender or _mail_sender(config),
         uploads=frozenset({"discord"}),  # Discord shows attachments; others list them
+        metrics=metrics,
     )
     wake_targets.append(dispatcher)
 
@@ -395,12 +399,14 @@ async def build_app(
             parse,
             scheduler,
             ssl_context=imap_ssl_context,
+            metrics=metrics,
         )
     http = None
     if config.http is not None:
         from adapters.http import HttpServer
 
-        http = HttpServer(config.http, StatusService(live, store, clock))
+        sources = [imap.source] if imap is not None else []
+        http = HttpServer(config.http, StatusService(live, store, clock, metrics, sources))
     return App(
         http=http,
         config=config,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from bot.admin.live import LiveConfig, as_live
 from bot.config import Config, QueueConfig
 from bot.domain import Actor, Ticket, TicketError
 from bot.files import ResultFile
+from bot.metrics import Metrics
 from bot.ports import Clock, RoomCheck, RoomInspector, StoreUnavailable
 from bot.privacy import pseudonym_key
 from bot.reports import activity_report, stats_report
@@ -378,6 +380,7 @@ class CommandService:
         self._clock = clock
         self._wake = wake
         self._inspectors: dict[str, RoomInspector] = {}
+        self.metrics = Metrics()
 
     def set_room_inspector(self, platform: str, inspector: RoomInspector) -> None:
         """The privacy check for ``platform``'s rooms (adapters register theirs)."""
@@ -393,6 +396,14 @@ class CommandService:
         return self._live.current
 
     async def execute(self, request: CommandRequest) -> CommandResult:
+        started = time.perf_counter()
+        try:
+            return await self._execute_timed(request)
+        finally:
+            if request.name in COMMANDS:
+                self.metrics.observe_command(request.name, time.perf_counter() - started)
+
+    async def _execute_timed(self, request: CommandRequest) -> CommandResult:
         spec = COMMANDS.get(request.name)
         if spec is None:
             return CommandResult(False, f"Unknown command {request.name!r}. Try help.")

@@ -23,6 +23,7 @@ from bot.admin.live import LiveConfig, as_live
 from bot.config import Config
 from bot.domain import SYSTEM, Article, ArticleKind, SendState, Ticket, TicketState
 from bot.mail import Address, AttachmentData, InboundEmail
+from bot.metrics import Metrics
 from bot.ports import (
     Clock,
     IntakeOutcome,
@@ -67,8 +68,10 @@ class IntakeService:
         clock: Clock,
         wake: Callable[[], None],
         detector: LanguageDetector | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._live = as_live(config)
+        self.metrics = metrics or Metrics()
         self._store = store
         self._clock = clock
         self._wake = wake
@@ -108,6 +111,7 @@ class IntakeService:
                 "; ".join(what),
             )
         if not outcome.duplicate:
+            self.metrics.mails_in += 1
             self._wake()
             log.info(
                 "%s ticket %s from %s (%s)",

@@ -24,6 +24,7 @@ from bot.config import Config
 from bot.domain import Article, ArticleKind, SendState
 from bot.faults import checkpoint
 from bot.mail import Address, OutgoingEmail
+from bot.metrics import Metrics
 from bot.ports import Clock, MailSender, MailSendError, StoreUnavailable
 from bot.privacy import mask_article, mask_ticket, pseudonym, pseudonym_key
 from bot.replies import strip_quoted
@@ -60,10 +61,12 @@ class OutboxDispatcher:
         sender: MailSender | None,
         *,
         uploads: frozenset[str] = frozenset(),
+        metrics: Metrics | None = None,
     ) -> None:
         """``uploads`` names the chat platforms that are handed attachment bytes."""
         self._uploads = uploads
         self._live = as_live(config)
+        self.metrics = metrics or Metrics()
         self._store = store
         self._clock = clock
         self._gateways = dict(gateways)
@@ -453,6 +456,7 @@ class OutboxDispatcher:
         article.last_error = ""
         repo.save_article_sending(article)
         repo.outbox_done(item.id, now)
+        self.metrics.replies_sent += 1
         if item.attempts > 0:
             self._notify_thread(
                 repo, article.ticket_id, f"✉ Reply sent after {item.attempts + 1} attempts."
@@ -473,6 +477,7 @@ class OutboxDispatcher:
             if give_up:
                 article.send_state = SendState.FAILED
                 repo.outbox_failed(item.id, str(exc)[:500], now)
+                self.metrics.replies_failed += 1
                 text = f"✖ The reply could not be sent and was given up: {exc}"
             else:
                 repo.outbox_retry(item.id, str(exc)[:500], now + timedelta(seconds=delay))

@@ -195,6 +195,10 @@ class Repository(Protocol):
 
     def raw_message_of(self, article_id: int) -> bytes | None: ...
 
+    def ticket_counts(self) -> list[tuple[str, str, int]]: ...
+
+    def outbox_depths(self) -> dict[str, int]: ...
+
     # reports (storage/reports.py)
     def report_traffic(
         self, queues: Sequence[str] | None, start: datetime, end: datetime

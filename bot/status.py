@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from bot.admin.live import LiveConfig
+from bot.metrics import Metrics
 from bot.ports import Clock
 from bot.reports.badge import badge_json, badge_svg, file_stems
 from bot.reports.data import BadgeData
@@ -26,11 +28,34 @@ class Health:
     details: Mapping[str, object]
 
 
+#: A mail source with no good check for this long makes /healthz fail.
+MAIL_STALE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything /metrics shows, read at one moment."""
+
+    metrics: Metrics
+    tickets: list[tuple[str, str, int]]
+    outbox: dict[str, int]
+
+
 class StatusService:
-    def __init__(self, live: LiveConfig, store: Store, clock: Clock) -> None:
+    def __init__(
+        self,
+        live: LiveConfig,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        mail_sources: Sequence[str] = (),
+    ) -> None:
         self._live = live
         self._store = store
         self._clock = clock
+        self.metrics = metrics or Metrics()
+        self._mail_sources = tuple(mail_sources)
+        self._started = clock.now()
         self._badges: dict[str, BadgeData] = {}
         self._badges_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -63,11 +88,41 @@ class StatusService:
         return "application/json", badge_json(badge)
 
     async def health(self) -> Health:
-        """The database answers, and how much chat and mail work waits in the outbox."""
+        """The database answers and every mailbox was checked lately; the outbox backlog.
+
+        Failing (HTTP 503) when the database does not answer within 10 s, or a mail
+        source has had no good check for :data:`MAIL_STALE` (counted from the start for
+        one that never had one).
+        """
+        now = self._clock.now()
+        details: dict[str, object] = {}
+        ok = True
         try:
-            pending = await asyncio.wait_for(
-                self._store.run(lambda repo: repo.outbox_pending_count()), timeout=10
+            depths = await asyncio.wait_for(
+                self._store.run(lambda repo: repo.outbox_depths()), timeout=10
             )
+            details["database"] = "ok"
+            details["outbox_pending"] = sum(depths.values())
+            details["outbox_by_channel"] = depths
         except Exception as exc:
-            return Health(False, {"database": f"unavailable: {exc}"})
-        return Health(True, {"database": "ok", "outbox_pending": pending})
+            ok = False
+            details["database"] = f"unavailable: {exc}"
+        mail: dict[str, object] = {}
+        for source in self._mail_sources:
+            checked = self.metrics.mail_checked_at.get(source)
+            since = now - (checked or self._started)
+            stale = since > MAIL_STALE
+            ok = ok and not stale
+            mail[source] = {
+                "last_check": checked.isoformat() if checked else None,
+                "state": "stale" if stale else "ok",
+            }
+        if mail:
+            details["mail"] = mail
+        return Health(ok, details)
+
+    async def snapshot(self) -> Snapshot:
+        tickets, outbox = await self._store.run(
+            lambda repo: (repo.ticket_counts(), repo.outbox_depths())
+        )
+        return Snapshot(self.metrics, tickets, outbox)

@@ -241,3 +241,25 @@ class AdminQueries:
             return None
         raw = m.RawMessage.get_or_none(m.RawMessage.id == raw_id)
         return None if raw is None else bytes(raw.data)
+
+    # --- monitoring ------------------------------------------------------------------------
+
+    def ticket_counts(self) -> list[tuple[str, str, int]]:
+        """(queue, state, tickets) for every pair that has tickets: for /metrics."""
+        rows: Any = (
+            m.Ticket.select(m.Queue.name, m.Ticket.state, fn.COUNT(m.Ticket.id))
+            .join(m.Queue)
+            .group_by(m.Queue.name, m.Ticket.state)
+            .tuples()
+        )
+        return [(str(q), str(s), int(n)) for q, s, n in rows]
+
+    def outbox_depths(self) -> dict[str, int]:
+        """Work waiting in the outbox, per channel (``email``, ``matrix``, ...)."""
+        rows: Any = (
+            m.OutboxEntry.select(m.OutboxEntry.channel, fn.COUNT(m.OutboxEntry.id))
+            .where(m.OutboxEntry.state.in_(["pending", "sending"]))
+            .group_by(m.OutboxEntry.channel)
+            .tuples()
+        )
+        return {str(channel): int(n) for channel, n in rows}

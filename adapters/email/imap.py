@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from imapclient import IMAPClient
@@ -39,6 +40,7 @@ from imapclient import IMAPClient
 from bot.config import ImapConfig
 from bot.faults import checkpoint
 from bot.mail import InboundEmail
+from bot.metrics import Metrics
 from bot.ports import MailIntake, MailKey, Scheduler
 
 log = logging.getLogger(__name__)
@@ -121,8 +123,11 @@ class ImapWatcher:
         scheduler: Scheduler | None = None,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._connections = 0
         self.source = f"imap:{settings.username}@{settings.host}:{settings.port}/{settings.folder}"
         self._intake = intake
         self._parse = parse
@@ -378,6 +383,7 @@ class ImapWatcher:
     def _succeeded(self) -> None:
         self._backoff = BACKOFF_START_SECONDS
         self._not_before = 0.0
+        self.metrics.mail_checked_at[self.source] = datetime.now(UTC)
 
     # --- connection --------------------------------------------------------------------------
 
@@ -392,6 +398,9 @@ class ImapWatcher:
         if self._client is None:
             self._client = await self._io(self._connect_sync)
             self._last_used = time.monotonic()
+            self._connections += 1
+            if self._connections > 1:
+                self.metrics.reconnects["imap"] += 1
             log.info("%s: connected", self.source)
         return self._client
 

@@ -1,4 +1,4 @@
-"""An aiohttp server for status pages: ``/badge/QUEUE.svg``, ``/badge/QUEUE.json``, ``/healthz``.
+"""An aiohttp server for monitoring: ``/healthz``, ``/metrics``, ``/badge/QUEUE.svg|json``.
 
 Read-only, no personal data, nothing from email. Bind it to loopback and put a reverse
 proxy in front if a public page should embed the badges.
@@ -11,6 +11,7 @@ import logging
 
 from aiohttp import web
 
+from adapters.http.metrics import render
 from bot.config import HttpConfig
 from bot.status import StatusService
 
@@ -27,6 +28,7 @@ class HttpServer:
     def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._health)
+        app.router.add_get("/metrics", self._metrics)
         if self._config.badges:
             app.router.add_get(r"/badge/{stem}.{kind:svg|json}", self._badge)
         return app
@@ -56,6 +58,15 @@ class HttpServer:
             text=body,
             content_type=content_type,
             headers={"Cache-Control": "max-age=60", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        try:
+            snapshot = await self._status.snapshot()
+        except Exception as exc:
+            return web.Response(status=503, text=f"database unavailable: {exc}\n")
+        return web.Response(
+            body=render(snapshot), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
 
     async def _health(self, request: web.Request) -> web.Response:

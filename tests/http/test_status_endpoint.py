@@ -15,14 +15,19 @@ from bot.config import ConfigError, HttpConfig
 from bot.status import StatusService
 from tests.core.conftest import BOB, Desk, desk_config, mail, make_desk
 
+SOURCE = "imap:desk@127.0.0.1:993/INBOX"
+
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Desk, str]]:
     desk = await make_desk(tmp_path)
     assert desk.live is not None
-    server = HttpServer(
-        HttpConfig(port=0, badge_cache_seconds=0), StatusService(desk.live, desk.store, desk.clock)
-    )
+    metrics = desk.intake.metrics  # one set of figures for the whole desk, as in the app
+    desk.commands.metrics = metrics
+    desk.dispatcher.metrics = metrics
+    metrics.mail_checked_at[SOURCE] = desk.clock.now()
+    status = StatusService(desk.live, desk.store, desk.clock, metrics, [SOURCE])
+    server = HttpServer(HttpConfig(port=0, badge_cache_seconds=0), status)
     await server.start()
     yield desk, f"http://127.0.0.1:{server.port}"
     await server.stop()
@@ -81,3 +86,45 @@ def test_listen_is_checked_and_named_in_the_error(tmp_path: Path) -> None:
     for bad in ("9200", "localhost:http", "127.0.0.1:70000"):
         with pytest.raises(ConfigError, match=r"http\.listen"):
             desk_config(tmp_path, extra={"http": {"listen": bad}})
+
+
+async def test_health_fails_when_the_mailbox_has_not_been_checked_for_long(
+    served: tuple[Desk, str],
+) -> None:
+    desk, base = served
+    desk.clock.advance(20 * 60)
+    status, _, body = await get(f"{base}/healthz")
+    assert status == 503
+    assert json.loads(body)["mail"][SOURCE]["state"] == "stale"
+    desk.intake.metrics.mail_checked_at[SOURCE] = desk.clock.now()
+    status, _, body = await get(f"{base}/healthz")
+    assert status == 200 and json.loads(body)["mail"][SOURCE]["state"] == "ok"
+
+
+async def test_metrics_in_the_prometheus_text_format(served: tuple[Desk, str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    desk, base = served
+    first = await desk.receive(mail("One"))
+    await desk.receive(mail("Two", to="press@example.org"))
+    assert (await desk.command(BOB, f"!claim {first.ticket_number}")).ok
+    assert (await desk.command(BOB, f"!reply {first.ticket_number} Yes.")).ok
+    await desk.flush()
+    desk.intake.metrics.reconnects["imap"] += 1
+
+    status, kind, text = await get(f"{base}/metrics")
+    assert status == 200 and kind.startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("ticketbot_mails_taken_in_total", ())] == 2
+    assert samples[("ticketbot_replies_sent_total", ())] == 1
+    assert samples[("ticketbot_tickets", (("queue", "info"), ("state", "open")))] == 1
+    assert samples[("ticketbot_tickets", (("queue", "press"), ("state", "new")))] == 1
+    assert samples[("ticketbot_reconnects_total", (("adapter", "imap"),))] == 1
+    assert samples[("ticketbot_command_seconds_count", (("command", "claim"),))] == 1
+    assert (
+        samples[("ticketbot_command_seconds_bucket", (("command", "claim"), ("le", "+Inf")))] == 1
+    )
