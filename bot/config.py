@@ -549,10 +549,12 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
 
     storage = StorageConfig()
     if (section := root.table("storage")) is not None:
-        url = section.get("url", str, storage.url)
+        # the URL may hold a database password: url_env names a variable holding it
+        url = section.secret("url", required=False) or storage.url
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            shown = url.split("://", 1)[0] + "://…" if "@" in url else url  # no password
             raise ConfigError(
-                "storage.url", f"must start with sqlite:/// or postgresql://, got {url!r}"
+                "storage.url", f"must start with sqlite:/// or postgresql://, got {shown!r}"
             )
         storage = StorageConfig(url=url)
         section.finish()

@@ -198,3 +198,19 @@ def test_postgres_url_parameters_reach_the_driver() -> None:
     db = open_database("postgresql://u:p@db.example.org:5433/desk?sslmode=verify-full")
     assert db.connect_params["sslmode"] == "verify-full"
     assert db.connect_params["port"] == 5433
+
+
+def test_the_database_url_may_come_from_the_environment(tmp_path: Path) -> None:
+    from bot.config import parse_config
+
+    data = {
+        "storage": {"url_env": "TICKETBOT_DATABASE_URL"},
+        "mail": {"maildir": {"path": "mail"}, "files": {"path": "out"}},
+        "queue": [{"name": "info", "addresses": ["info@example.org"], "default": True}],
+        "console": {},
+    }
+    url = "postgresql://desk:secret@db:5432/desk"
+    config = parse_config(data, tmp_path / "bot.toml", {"TICKETBOT_DATABASE_URL": url})
+    assert config.storage.url == url
+    with pytest.raises(ConfigError, match="TICKETBOT_DATABASE_URL is not set"):
+        parse_config(data, tmp_path / "bot.toml", {})
