@@ -166,7 +166,10 @@ class App:
 
     async def reload_settings(self) -> None:
         """Read the admins' stored changes again (another instance may have made some)."""
-        await self.store.run(self.live.load)
+        # read on the database thread, put in force here: listeners (the adapters) must
+        # run on the event loop
+        overlay = await self.store.run(lambda repo: repo.load_overlay())
+        self.live.apply(overlay)
 
     async def check_privacy(self) -> list[str]:
         """At start: every queue room the privacy check finds public, and not allowed by an

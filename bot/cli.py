@@ -332,6 +332,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _maintenance_arguments(retention)
     _report_parsers(sub, common)
+    _import_mail_parser(sub, common)
     return parser
 
 
@@ -786,6 +787,217 @@ def _route(config: Config, path: str, explain: bool, sender_marks: Sequence[str]
     return 0
 
 
+IMPORT_MAIL_DESCRIPTION = """\
+Import past correspondence, an mbox file or a Maildir folder, as closed tickets of
+QUEUE, so the desk's history moves in with it.
+
+Mails are threaded as intake threads them (Message-ID, In-Reply-To, References, and
+[Ticket#N] tags in subjects); each thread becomes one ticket, closed successful, with
+its original dates: created at its earliest mail's Date (else the mbox From_ line's
+time, else the file's modification time), numbered for that day. The requester is the
+first mail's sender; mail from the desk's own addresses is the team's side, stored as
+replies already sent. Raw mails and attachments are kept as intake keeps them. Nothing
+is posted to chat and nothing is mailed. Each ticket's history says ticket.imported.
+
+A Message-ID already stored is skipped (a mail without one gets an id from a hash of its
+bytes), so running it twice adds nothing; a thread that continues a stored ticket is
+added to it. Mails are written a few hundred per transaction, so the bot may run
+meanwhile. Progress goes to standard error; the summary, with a check of the database's
+counts before and after, to standard output.
+
+Exit status: 0 imported (unreadable mails are listed, not fatal); 1 a database error,
+or the counts do not match; 2 a usage error (PATH missing or neither mbox nor Maildir,
+unknown queue, invalid configuration).
+"""
+
+IMPORT_MAIL_EPILOG = """\
+examples:
+  ticketbot import-mail /srv/old-desk/info.mbox --queue info --dry-run
+      what would be imported: mails, duplicates, unreadable ones, tickets; nothing written
+  ticketbot import-mail /home/desk/Maildir/.Archive --queue press --config bot.toml
+"""
+
+
+def _import_mail_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "import-mail",
+        parents=[common],
+        help="import an mbox or Maildir of past mail as closed tickets",
+        description=IMPORT_MAIL_DESCRIPTION,
+        epilog=IMPORT_MAIL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("path", metavar="PATH", help="an mbox file or a Maildir folder")
+    parser.add_argument("--queue", required=True, metavar="QUEUE", help="the queue to file into")
+    parser.add_argument("--dry-run", action="store_true", help="read and count only; write nothing")
+
+
+def _import_mail(config: Config, args: argparse.Namespace) -> int:
+    """``ticketbot import-mail``: read, thread, then write batch by batch in transactions."""
+    import time
+
+    from adapters.email.parse import parser_for
+    from bot.importing.mail import (
+        ImportTally,
+        MailImporter,
+        SourceMail,
+        Unreadable,
+        batches,
+        group_threads,
+        light,
+        summary_lines,
+        unreadable_reason,
+    )
+    from bot.importing.progress import ProgressBar
+    from bot.importing.sources import Source, SourceError, source_kind
+
+    names = [queue.name for queue in config.queues]
+    if args.queue not in names:
+        print(
+            f"ticketbot: import-mail: unknown queue '{args.queue}'; known: {', '.join(names)}",
+            file=sys.stderr,
+        )
+        return 2
+    path = Path(args.path)
+    try:
+        source = Source(path, source_kind(path))
+    except SourceError as exc:
+        print(f"ticketbot: import-mail: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ticketbot: import-mail: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    parse = parser_for(config.mail)
+    tally = ImportTally()
+    mails: list[SourceMail] = []
+    print(
+        f"import-mail: {source.label} into queue {args.queue}"
+        + (" (dry run: nothing is written)" if args.dry_run else ""),
+        file=sys.stderr,
+    )
+    bar = ProgressBar(sys.stderr, "reading", len(source))
+    for item in source:
+        tally.read += 1
+        if item.data is None:
+            tally.unreadable.append(Unreadable(item.origin, item.error))
+        else:
+            email = parse(item.data)
+            why = unreadable_reason(email)
+            if why is not None:
+                tally.unreadable.append(Unreadable(item.origin, why))
+            else:
+                mails.append(SourceMail(item.key, item.origin, light(email), item.fallback_date))
+        bar.advance()
+    bar.finish()
+    threads, repeats = group_threads(mails)
+    tally.duplicates += len(repeats)
+    importer = MailImporter(
+        queue=args.queue,
+        own_addresses={*config.own_addresses, config.queue(args.queue).reply_from},
+        system_id=config.tickets.system_id,
+        source=source.label,
+        now=datetime.now(UTC),
+        raw_limit=config.mail.max_total_attachment_bytes + 1024 * 1024,
+        dry_run=args.dry_run,
+    )
+    planned = batches(threads)
+
+    def full(keys: Sequence[int]) -> dict[int, Any]:
+        if args.dry_run:
+            return {}
+        return {key: parse(source.read(key).data or b"") for key in keys}
+
+    try:
+        if args.dry_run:
+            counts = _import_dry_run(config, importer, threads, planned, tally)
+        else:
+            counts = asyncio.run(_import_write(config, importer, threads, planned, tally, full))
+    except _ImportFailed as exc:
+        print(f"ticketbot: import-mail: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        source.close()
+    lines, ok = summary_lines(
+        tally, dry_run=args.dry_run, counts=counts, seconds=time.monotonic() - started
+    )
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+class _ImportFailed(Exception):
+    pass
+
+
+def _import_dry_run(
+    config: Config, importer: Any, threads: Any, planned: Any, tally: Any
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    from bot.importing.mail import plan_without_database
+    from storage.importing import database_counts
+    from storage.maintenance import MaintenanceError, maintenance_database, read_transaction
+    from storage.store import PeeweeRepository
+
+    url = config.storage.url
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        tally.add(plan_without_database(threads))  # no database yet: everything is new
+        return None
+    try:
+        with maintenance_database(url) as db, read_transaction(db):
+            repo = PeeweeRepository()
+            before = database_counts()
+            for parts in planned:
+                result = importer.write_batch(repo, threads, parts, {})
+                importer.committed(result)
+                tally.add(result)
+            return before, database_counts()
+    except MaintenanceError as exc:
+        raise _ImportFailed(str(exc)) from None
+
+
+async def _import_write(
+    config: Config,
+    importer: Any,
+    threads: Any,
+    planned: Any,
+    tally: Any,
+    full: Any,
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    from bot.importing.progress import ProgressBar
+    from bot.ports import StoreUnavailable
+    from storage.importing import database_counts
+    from storage.store import SqlStore
+
+    try:
+        store = await SqlStore.open(config.storage.url)
+    except StoreUnavailable as exc:
+        raise _ImportFailed(f"cannot open the database: {exc}") from None
+    try:
+        before = await store.run(lambda repo: database_counts())
+        bar = ProgressBar(sys.stderr, "importing", sum(len(p.mails) for b in planned for p in b))
+        for number, parts in enumerate(planned, 1):
+            emails = full([mail.key for part in parts for mail in part.mails])
+
+            def write(repo: Any, parts: Any = parts, emails: Any = emails) -> Any:
+                return importer.write_batch(repo, threads, parts, emails)
+
+            try:
+                result = await store.run(write)
+            except Exception as exc:
+                raise _ImportFailed(
+                    f"batch {number} of {len(planned)} failed and was rolled back "
+                    f"({type(exc).__name__}: {exc}); {tally.imported} mail(s) imported before "
+                    "it stay. Run it again: what is stored is skipped"
+                ) from exc
+            importer.committed(result)
+            tally.add(result)
+            bar.advance(sum(len(part.mails) for part in parts))
+        bar.finish()
+        after = await store.run(lambda repo: database_counts())
+    finally:
+        await store.close()
+    return before, after
+
+
 def _run(coro: Coroutine[Any, Any, None]) -> None:
     async def main() -> None:
         task = asyncio.current_task()
@@ -834,6 +1046,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _stats(config, args)
     if command == "badge":
         return _badge(config, args)
+    if command == "import-mail":
+        return _import_mail(config, args)
     try:
         if command == "demo":
             from bot.demo import run_demo

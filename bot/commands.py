@@ -22,7 +22,7 @@ from bot.admin import audit as admin_audit
 from bot.admin import privacy as admin_privacy
 from bot.admin import queues as admin_queues
 from bot.admin import rules as admin_rules
-from bot.admin.action import AdminAction, split_words
+from bot.admin.action import AdminAction, fresh_config, split_words
 from bot.admin.live import LiveConfig, as_live
 from bot.config import Config, QueueConfig
 from bot.domain import Actor, Ticket, TicketError
@@ -498,11 +498,12 @@ class CommandService:
         words = split_words(request.args)
         context = request.context
         checks: dict[tuple[str, str], RoomCheck] = {}
-        if name == "queue" and words[:1] == ["bind"] and context.room is not None:
+        sub = words[0].lower() if words else ""
+        if name == "queue" and sub == "bind" and context.room is not None:
             checks[(context.platform, context.room)] = await self.check_room_privacy(
                 context.platform, context.room
             )
-        if name == "privacy" and words[:1] == ["check"]:
+        if name == "privacy" and sub == "check":
             places = [
                 (platform, room)
                 for queue in self._live.unblocked_config().queues
@@ -514,8 +515,13 @@ class CommandService:
         now = self._clock.now()
 
         def work(repo: Repository) -> tuple[str, Config]:
+            repo.lock_settings()
+            fresh, preexisting = fresh_config(self._live.base, repo)
+            if not fresh.is_admin(request.actor):  # revoked on another instance just now
+                raise TicketError(f"Sorry, {name} is for admins.")
             act = AdminAction(
-                config=config,
+                config=fresh,
+                preexisting=preexisting,
                 base=self._live.base,
                 repo=repo,
                 actor=request.actor,

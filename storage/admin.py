@@ -17,9 +17,12 @@ from bot import domain
 from bot.admin.overlay import Grant, Overlay
 from bot.repository import AuditRecord
 from storage import models as m
+from storage.database import is_sqlite
 
 _CLOSED = [s.value for s in domain.TicketState if s.is_closed]
 _QUEUE_KEY = "queue:"
+#: The advisory lock admin commands hold on PostgreSQL ("tb" "ad" in ASCII).
+_SETTINGS_LOCK = 0x74626164
 
 
 class AdminQueries:
@@ -35,6 +38,17 @@ class AdminQueries:
         raise NotImplementedError
 
     # --- overlay ---------------------------------------------------------------------------
+
+    def lock_settings(self) -> None:
+        """Admin commands one at a time across instances, until this transaction ends.
+
+        SQLite transactions are already serial (BEGIN IMMEDIATE); PostgreSQL takes a
+        transaction-scoped advisory lock, so two instances never edit the same stored
+        rule list or address list from two stale copies.
+        """
+        db = m.database_proxy.obj
+        if db is not None and not is_sqlite(db):
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_SETTINGS_LOCK,))
 
     def load_overlay(self) -> Overlay:
         queues: dict[str, Any] = {}

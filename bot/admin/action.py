@@ -37,6 +37,9 @@ class AdminAction:
     words: list[str]
     #: Results of the privacy checks run before the transaction, by (platform, room).
     room_checks: dict[tuple[str, str], RoomCheck] = field(default_factory=dict)
+    #: What was already inconsistent before this command (after a bot.toml edit): not
+    #: this command's fault, so it does not block fixing it.
+    preexisting: str | None = None
 
     def audit(
         self,
@@ -64,12 +67,25 @@ class AdminAction:
         self.repo.set_desk_setting(QUEUE_KEY + name, value, self.now, self.actor.user_id)
 
     def check(self) -> Config:
-        """The config the stored changes now give; refuses (rolling back) when they clash."""
+        """The config the stored changes now give; refuses (rolling back) when this
+        command made them clash."""
         overlay: Overlay = self.repo.load_overlay()
         try:
             return effective(self.base, overlay)
         except ConfigError as exc:
+            if str(exc) == self.preexisting:
+                return effective(self.base, overlay, strict=False)
             raise TicketError(f"That would break the desk's settings: {exc}") from None
+
+
+def fresh_config(base: Config, repo: Repository) -> tuple[Config, str | None]:
+    """The config as stored right now (not a copy from before another admin's change),
+    and what in it is already inconsistent, if anything."""
+    overlay = repo.load_overlay()
+    try:
+        return effective(base, overlay), None
+    except ConfigError as exc:
+        return effective(base, overlay, strict=False), str(exc)
 
 
 def split_words(args: str) -> list[str]:

@@ -41,12 +41,12 @@ class LiveConfig:
         return self.apply(repo.load_overlay())
 
     def apply(self, overlay: Overlay) -> Config:
+        """Put stored changes in force; what no longer fits ``bot.toml`` is left out item
+        by item (logged), never the whole set."""
         try:
-            config = effective(self.base, overlay)
-        except ConfigError as exc:
-            # stored changes that no longer fit bot.toml (a queue the file removed): keep
-            # what is in force rather than stop the desk
-            log.error("admins' stored settings do not fit bot.toml, not applied: %s", exc)
+            config = effective(self.base, overlay, strict=False)
+        except ConfigError as exc:  # not expected: every problem is handled item by item
+            log.error("admins' stored settings could not be applied: %s", exc)
             return self.current
         self.set(config)
         return config

@@ -10,11 +10,14 @@ and secrets are never changed by command, so they always come from the file.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.config import Config, ConfigError, QueueConfig
+
+log = logging.getLogger(__name__)
 
 #: Queue settings an admin may change, and the field of :class:`QueueConfig` each sets.
 QUEUE_FIELDS = (
@@ -45,7 +48,6 @@ _INHERITED = (
     "autoresponse_reopen",
     "reminders",
     "pseudonymize",
-    "public_ok",
 )
 
 
@@ -73,11 +75,14 @@ class Overlay:
     rules: tuple[Mapping[str, Any], ...] | None = None
 
 
-def effective(base: Config, overlay: Overlay) -> Config:
+def effective(base: Config, overlay: Overlay, *, strict: bool = True) -> Config:
     """The config in force: ``base`` (from the file) with the admins' changes laid over.
 
-    Raises :class:`ConfigError` when the changes no longer fit together (a rule naming
-    a queue that is gone): admin commands check this before they commit.
+    ``strict`` (admin commands, before they commit): raises :class:`ConfigError` when
+    the changes no longer fit together, such as a rule naming a queue that is gone. Not
+    strict (loading at start and on reload, after someone edited ``bot.toml``): what no
+    longer fits is left out item by item, with a log line, and everything else an admin
+    set (grants, revocations, admins, queues) still applies.
     """
     renames = {
         str(data["renamed_from"]): name
@@ -122,6 +127,8 @@ def effective(base: Config, overlay: Overlay) -> Config:
                 changes["reply_from"] = parent.reply_address
         if changes.get("addresses"):
             changes["reply_from"] = changes["addresses"][0]
+        elif "addresses" in changes and parent_name is not None and parent_name in queues:
+            changes["reply_from"] = queues[parent_name].reply_address
         queues[name] = dataclasses.replace(queue, **changes)
 
     for name, data in overlay.queues.items():
@@ -129,26 +136,43 @@ def effective(base: Config, overlay: Overlay) -> Config:
             queues.pop(name, None)
 
     queues = {name: _with_access(queue, overlay.grants) for name, queue in queues.items()}
-    for queue in queues.values():
+    for name, queue in list(queues.items()):
         if queue.closed_to is not None and queue.closed_to not in queues:
-            raise ConfigError(
+            problem = ConfigError(
                 f"queue {queue.name}",
                 f"is closed to new mail for queue {queue.closed_to!r}, which does not exist",
             )
-    rules = base.rules
+            if strict:
+                raise problem
+            log.error("%s; it takes its own mail again", problem)
+            queues[name] = dataclasses.replace(queue, closed_to=None)
+    from bot.rules import parse_rules
+
     rule_tables = base.rule_tables
     if overlay.rules is not None:
-        from bot.rules import parse_rules
-
         rule_tables = overlay.rules
-        rules = parse_rules(list(rule_tables), set(queues))
     elif renames:
-        from bot.rules import parse_rules
-
         rule_tables = tuple(rename_in_rule(t, renames) for t in rule_tables)
+    if not strict:
+        kept = tuple(t for t in rule_tables if t.get("queue") in (None, *queues))
+        for table in rule_tables:
+            if table not in kept:
+                log.error("a stored rule names queue %r, which is gone: left out", table["queue"])
+        rule_tables = kept
+    try:
+        rules = parse_rules(list(rule_tables), set(queues))
+    except ConfigError as exc:
+        if strict:
+            raise
+        log.error("the stored rules no longer fit (%s): using bot.toml's rules", exc)
+        rule_tables = tuple(t for t in base.rule_tables if t.get("queue") in (None, *queues))
         rules = parse_rules(list(rule_tables), set(queues))
     if not any(q.default for q in queues.values()):
-        raise ConfigError("queue", "no default queue is left")
+        if strict:
+            raise ConfigError("queue", "no default queue is left")
+        first = next(iter(queues))
+        log.error("no default queue is left; mail to unknown addresses goes to %s", first)
+        queues[first] = dataclasses.replace(queues[first], default=True)
     return dataclasses.replace(
         base,
         queues=tuple(queues.values()),

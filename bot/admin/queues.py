@@ -160,6 +160,12 @@ def rename(act: AdminAction) -> str:
         raise TicketError("Rename keeps a queue at its level (use the same parent).")
     old = queue.name
     base_names = {q.name for q in act.base.queues}
+    # the bot.toml name behind the current one, worked out before anything is renamed
+    overlay = act.repo.load_overlay()
+    renames = {
+        str(d["renamed_from"]): n for n, d in overlay.queues.items() if d.get("renamed_from")
+    }
+    original = _original(old, renames)
     setting = act.queue_setting(old)
     try:
         act.repo.rename_queue(old, new)
@@ -167,11 +173,6 @@ def rename(act: AdminAction) -> str:
         raise TicketError(str(exc)) from None
     setting = act.queue_setting(new) or setting
     if setting.get("origin") != "command":
-        overlay = act.repo.load_overlay()
-        renames = {
-            str(d["renamed_from"]): n for n, d in overlay.queues.items() if d.get("renamed_from")
-        }
-        original = _original(old, renames)
         if original in base_names and original != new:
             setting["renamed_from"] = original
         else:

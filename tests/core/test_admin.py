@@ -411,3 +411,49 @@ async def test_search_and_reminders_keep_pseudonyms(desk: Desk) -> None:
     pings = desk.chat.texts("ping")
     assert pings and all("maria@example.net" not in text for text in pings)
     assert "[address]" in pings[0]
+
+
+async def test_a_queue_renamed_twice_keeps_its_tickets_and_address(desk: Desk) -> None:
+    outcome = await desk.receive(mail(to="press@example.org"))
+    assert (await desk.command(ALICE, "!queue rename press media")).ok
+    assert (await desk.command(ALICE, "!queue rename media news")).ok
+    assert [q.name for q in current(desk).queues] == ["info", "news"]
+    assert (await desk.command(BOB, f"!show {outcome.ticket_number}")).ok
+    again = await desk.receive(mail("Later", to="press@example.org"))
+    ticket = await desk.store.run(lambda repo: repo.ticket_by_number(again.ticket_number))
+    assert ticket is not None and ticket.queue == "news"
+    assert (await desk.command(ALICE, "!queue rename news press")).ok
+    assert [q.name for q in current(desk).queues] == ["info", "press"]
+
+
+async def test_stored_settings_survive_a_bot_toml_edit_that_removes_a_queue(
+    tmp_path: Path, desk: Desk
+) -> None:
+    assert (await desk.command(ALICE, "!rule add subject=x => queue=press")).ok
+    assert (await desk.command(ALICE, "!access revoke @bob:example.org info")).ok
+    assert (await desk.command(ALICE, "!admin grant @carol:example.org")).ok
+    await desk.store.close()
+    from tests.core.conftest import desk_config
+
+    config = desk_config(tmp_path, extra=ADMINS)
+    without_press = config.__class__(
+        **{**config.__dict__, "queues": tuple(q for q in config.queues if q.name != "press")}
+    )
+    live = LiveConfig(without_press)
+    from storage.store import SqlStore
+
+    store = await SqlStore.open(config.storage.url)
+    try:
+        applied = await store.run(live.load)
+    finally:
+        await store.close()
+    assert applied.is_admin(CAROL)
+    assert applied.queue("info").level(BOB) is None  # the revocation still holds
+    assert applied.rules == ()  # the rule naming press is left out
+    desk.store = await SqlStore.open(config.storage.url)
+
+
+async def test_admin_subcommands_ignore_case_and_still_check_privacy(desk: Desk) -> None:
+    desk.commands.set_room_inspector("matrix", FakeInspector({"!lobby:example.org"}))
+    refused = await desk.command(ALICE, "!queue Bind press", room="!lobby:example.org")
+    assert not refused.ok and "public" in refused.message

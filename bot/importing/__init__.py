@@ -1,0 +1,1 @@
+"""Moving in: importing past correspondence as closed tickets (``ticketbot import-mail``)."""
