@@ -894,7 +894,7 @@ def _import_mail(config: Config, args: argparse.Namespace) -> int:
     tally.duplicates += len(repeats)
     importer = MailImporter(
         queue=args.queue,
-        own_addresses={*config.own_addresses, config.queue(args.queue).reply_from},
+        own_addresses={*config.own_addresses, config.queue(args.queue).reply_from} - {""},
         system_id=config.tickets.system_id,
         source=source.label,
         now=datetime.now(UTC),
@@ -903,10 +903,20 @@ def _import_mail(config: Config, args: argparse.Namespace) -> int:
     )
     planned = batches(threads)
 
-    def full(keys: Sequence[int]) -> dict[int, Any]:
-        if args.dry_run:
-            return {}
-        return {key: parse(source.read(key).data or b"") for key in keys}
+    def full(planned_mails: Sequence[SourceMail]) -> dict[int, Any]:
+        """Each mail of a batch read and parsed again, whole; it must still be the same."""
+        emails = {}
+        for mail in planned_mails:
+            item = source.read(mail.key)
+            email = parse(item.data) if item.data is not None else None
+            if email is None or email.message_id != mail.email.message_id:
+                raise _ImportFailed(
+                    f"{mail.origin} changed while importing ({item.error or 'other content'}); "
+                    f"{tally.imported} mail(s) imported before it stay. Run it again: what is "
+                    "stored is skipped"
+                )
+            emails[mail.key] = email
+        return emails
 
     try:
         if args.dry_run:
@@ -975,7 +985,7 @@ async def _import_write(
         before = await store.run(lambda repo: database_counts())
         bar = ProgressBar(sys.stderr, "importing", sum(len(p.mails) for b in planned for p in b))
         for number, parts in enumerate(planned, 1):
-            emails = full([mail.key for part in parts for mail in part.mails])
+            emails = full([mail for part in parts for mail in part.mails])
 
             def write(repo: Any, parts: Any = parts, emails: Any = emails) -> Any:
                 return importer.write_batch(repo, threads, parts, emails)

@@ -492,6 +492,8 @@ def summary_lines(
                 "(did the bot take in mail meanwhile?)"
             )
         )
+    elif dry_run:
+        lines.append("check: the database does not exist yet; every mail was counted as new")
     accounted = tally.imported + tally.duplicates + len(tally.unreadable)
     if accounted != tally.read:
         ok = False
