@@ -625,7 +625,7 @@ class CommandService:
         if request.name == "languages":
             return lookup.languages(repo, actor, args, self._clock.now())
         if request.name == "mine":
-            return lookup.mine(repo, actor)
+            return lookup.mine(repo, actor, queues, self._config)
         if request.name == "queue":
             return lookup.queue_status(self._config, repo, queues, self._clock.now())
         raise TicketError(f"Unknown command {request.name!r}. Try help.")

@@ -26,7 +26,7 @@ from bot.faults import checkpoint
 from bot.mail import Address, OutgoingEmail
 from bot.metrics import Metrics
 from bot.ports import Clock, MailSender, MailSendError, StoreUnavailable
-from bot.privacy import mask_article, mask_ticket, pseudonym, pseudonym_key
+from bot.privacy import hide_requester, mask_article, mask_ticket, pseudonym, pseudonym_key
 from bot.replies import strip_quoted
 from bot.repository import ChatPost, OutboxItem, Repository, Store
 
@@ -49,6 +49,9 @@ class _ChatWork:
     ticket: TicketView
     first: ArticleView | None
     article: ArticleView | None
+    #: Applied to the bot's own texts about the ticket (notices, pings): where the queue
+    #: shows pseudonyms, the requester's address and name never appear in chat.
+    hide: Callable[[str], str] = str
 
 
 class OutboxDispatcher:
@@ -244,11 +247,11 @@ class OutboxDispatcher:
         elif item.kind == "update_ticket":
             await gateway.update_ticket(post.room, post.root_ref, work.ticket, item.key)
         elif item.kind == "notice":
-            text = str(item.payload.get("text", ""))
+            text = work.hide(str(item.payload.get("text", "")))
             actions = [str(a) for a in item.payload.get("actions", [])]
             await gateway.post_notice(post.room, post.root_ref, text, item.key, actions)
         elif item.kind == "ping":
-            text = str(item.payload.get("text", ""))
+            text = work.hide(str(item.payload.get("text", "")))
             users = [str(u) for u in item.payload.get("users", [])]
             root = post.root_ref if item.payload.get("in_thread", True) else None
             await gateway.post_ping(post.room, root, text, users, item.key)
@@ -322,7 +325,12 @@ class OutboxDispatcher:
         return pseudonym_key(repo) if queue is not None and queue.pseudonymize else None
 
     def _view(
-        self, repo: Repository, platform: str, article: Article, key: bytes | None = None
+        self,
+        repo: Repository,
+        platform: str,
+        article: Article,
+        key: bytes | None = None,
+        requester: tuple[str, str] = ("", ""),
     ) -> ArticleView:
         files = []
         if platform in self._uploads and article.attachments and article.id is not None:
@@ -334,6 +342,14 @@ class OutboxDispatcher:
         view = article_view(article, files, body)
         if key is not None:
             view = mask_article(view, pseudonym(article.author, key))
+            email, name = requester
+            if email:  # the salutation of a reply names the requester
+                alias = pseudonym(email, key)
+                view = replace(
+                    view,
+                    body=hide_requester(view.body, email, name, alias),
+                    subject=hide_requester(view.subject, email, name, alias),
+                )
         return view
 
     def _posted(self, repo: Repository, post: ChatPost, item: OutboxItem) -> None:
@@ -347,17 +363,30 @@ class OutboxDispatcher:
         article = repo.article(item.article_id) if item.article_id is not None else None
         queue = self._config.queue(ticket.queue)
         key = self._privacy_key(repo, ticket.queue)
+        if key is None and item.kind == "move_out":
+            # the old room keeps the pseudonyms of the queue the ticket left
+            key = self._privacy_key(repo, str(item.payload.get("from_queue", "")))
         view = ticket_view(ticket, first, self._config.tickets.preview_lines)
+        hide: Callable[[str], str] = str
+        requester = (ticket.requester_email, ticket.requester_name)
         if key is not None:
-            view = mask_ticket(view, pseudonym(ticket.requester_email, key))
+            alias = pseudonym(ticket.requester_email, key)
+            view = mask_ticket(view, alias)
+
+            def hide(text: str) -> str:
+                return hide_requester(text, *requester, alias)
+
         return _ChatWork(
             room=queue.bindings(self._config).get(platform),
             post=repo.chat_post(item.ticket_id, platform),
             ticket=view,
-            first=self._view(repo, platform, first, key)
+            first=self._view(repo, platform, first, key, requester)
             if first is not None and item.kind == "post_ticket"
             else None,
-            article=self._view(repo, platform, article, key) if article is not None else None,
+            article=self._view(repo, platform, article, key, requester)
+            if article is not None
+            else None,
+            hide=hide,
         )
 
     async def _retry(self, item: OutboxItem, exc: Exception) -> None:

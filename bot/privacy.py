@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 _KEY = "privacy.pseudonym_key"
 _EMAIL = re.compile(r"[\w.+%-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
-#: Phone-like runs: an optional +, then 7 or more digits with spaces, dots, dashes,
-#: slashes or brackets between them.
-_PHONE = re.compile(r"(?<![\w+])\+?\(?\d(?:[\s./()-]{0,2}\d){6,}(?!\w)")
+#: Phone-like runs: an international (+49 ..., 0049 ...) or national (030 ..., (030) ...)
+#: prefix, then 6 or more digits with spaces, dots, dashes, slashes or brackets between.
+#: Ticket numbers (20261124...) and dates start with neither, so they stay readable.
+_PHONE = re.compile(r"(?<![\w+])(?:\+|\(?0)\d?(?:[\s./()-]{0,2}\d){6,}(?!\w)")
 
 
 def pseudonym_key(repo: Repository) -> bytes:
@@ -42,13 +43,26 @@ def pseudonym_key(repo: Repository) -> bytes:
 
 
 def pseudonym(address: str, key: bytes) -> str:
+    """Six hex digits (16.7 million values): two requesters of one desk practically never
+    share one."""
     digest = hmac.new(key, address.strip().lower().encode(), hashlib.sha256).hexdigest()
-    return f"Requester #{digest[:4].upper()}"
+    return f"Requester #{digest[:6].upper()}"
 
 
 def mask(text: str) -> str:
     """Addresses and phone numbers in ``text`` replaced by placeholders."""
     return _PHONE.sub("[phone]", _EMAIL.sub("[address]", text))
+
+
+def hide_requester(text: str, email: str, name: str, alias: str) -> str:
+    """``text`` with the requester's address and name replaced by their pseudonym, and
+    other addresses and phone numbers masked (notices, replies' salutations)."""
+    if email:
+        text = re.sub(re.escape(email), alias, text, flags=re.IGNORECASE)
+    name = name.strip()
+    if len(name) >= 3:
+        text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", alias, text)
+    return mask(text)
 
 
 def mask_ticket(view: TicketView, name: str) -> TicketView:

@@ -229,6 +229,12 @@ def approve(action: Action) -> str:
     transaction, so a second approval (or a click on two platforms) finds nothing
     left to approve.
     """
+    ticket = action.ticket
+    if ticket.state.value in ("spam", "merged"):
+        raise TicketError(
+            f"Ticket {ticket.number} is {ticket.state.label}; its draft is not sent. "
+            "The trainee can withdraw it with undo."
+        )
     drafts = [
         a
         for a in action.repo.articles(action.ticket_id)
@@ -240,8 +246,10 @@ def approve(action: Action) -> str:
     assert article.id is not None
     if article.author == action.actor.user_id:
         raise TicketError("A trainee's draft needs another volunteer's approval.")
-    article.send_state = SendState.QUEUED
-    action.repo.save_article_sending(article)
+    # the draft turns into a queued reply only if it still is a draft: a second approval
+    # at the same moment (another instance) finds it taken and sends nothing
+    if not action.repo.take_draft(article.id):
+        raise TicketError("Someone approved or withdrew that draft just now.")
     action.repo.enqueue("email", "send_reply", action.ticket_id, action.now, article_id=article.id)
     action.audit(f"article {article.id} by {article.author_name or article.author}")
     left = len(drafts) - 1

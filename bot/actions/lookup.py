@@ -13,7 +13,7 @@ from datetime import datetime
 from bot.actions import Action
 from bot.config import Config
 from bot.domain import Actor, ArticleKind, Ticket, TicketError
-from bot.privacy import mask, pseudonym, pseudonym_key
+from bot.privacy import hide_requester, mask, pseudonym, pseudonym_key
 from bot.replies import describe_templates
 from bot.repository import Repository
 from bot.search import PAGE_SIZE, format_results, parse_search
@@ -32,7 +32,8 @@ def show(repo: Repository, ticket: Ticket, key: bytes | None = None) -> str:
     text = _show(repo, ticket)
     if key is None:
         return text
-    return mask(text.replace(ticket.requester_email, pseudonym(ticket.requester_email, key)))
+    alias = pseudonym(ticket.requester_email, key)
+    return hide_requester(text, ticket.requester_email, ticket.requester_name, alias)
 
 
 def _show(repo: Repository, ticket: Ticket) -> str:
@@ -152,8 +153,14 @@ def reveal(action: Action) -> str:
     return f"Ticket {ticket.number}: the requester is {name}<{ticket.requester_email}>."
 
 
-def mine(repo: Repository, actor: Actor) -> str:
-    tickets = repo.tickets_owned(actor.user_id, 51)
+def mine(repo: Repository, actor: Actor, queues: list[str], config: Config) -> str:
+    """My open tickets, in the queues I still see (and, in a room, that room's)."""
+    visible = set(queues)
+    tickets = [t for t in repo.tickets_owned(actor.user_id, 200) if t.queue in visible][:51]
+    hidden = {q.name for q in config.queues if q.pseudonymize}
+    for ticket in tickets:
+        if ticket.queue in hidden:
+            ticket.subject = mask(ticket.subject)
     if not tickets:
         return "You hold no open tickets. search owner:none finds unclaimed ones."
     lines = [f"Your open tickets ({len(tickets) if len(tickets) <= 50 else '50+'}):"]

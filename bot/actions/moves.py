@@ -64,6 +64,7 @@ def move(action: Action) -> str:
                     "room": post.room,
                     "root_ref": post.root_ref,
                     "queue": target.name,
+                    "from_queue": old.name,
                     "by": action.actor.label,
                 },
             )

@@ -65,17 +65,36 @@ def _revoke(act: AdminAction) -> str:
     before = _level_for(act, subject, queue.name)
     if before is None:
         raise TicketError(f"{subject} has no access to {queue.name}.")
-    act.repo.set_access(subject, queue.name, None, True, act.now, act.actor.user_id)
+    family = [q.name for q in act.config.queues if q.is_within(queue.name)]
+    for name in family:  # grants on the sub-queues themselves go too
+        act.repo.set_access(subject, name, None, True, act.now, act.actor.user_id)
     config = act.check()
     # access from bot.toml or from a grant on a parent queue is still there: take it
     # away with an explicit "none" for this queue and its sub-queues
-    if _level(config, subject, queue.name) is not None:
+    if any(_level(config, subject, name) is not None for name in family):
         act.repo.set_access(subject, queue.name, "none", True, act.now, act.actor.user_id)
     act.audit("access.revoke", f"{subject} on {queue.name}", before=before, after="none")
-    act.check()
+    config = act.check()
+    left = [name for name in family if _level(config, subject, name) is not None]
+    if left:  # cannot happen: the explicit none covers the whole family
+        raise TicketError(f"Access to {', '.join(left)} could not be taken away; nothing changed.")
+    roles = ""
+    if not subject.startswith("discord-role:"):
+        via = sorted(
+            r
+            for q in config.queues
+            if q.is_within(queue.name)
+            for r in q.access
+            if r.startswith("discord-role:") and q.access[r] != "none"
+        )
+        if via:
+            roles = (
+                f" Note: access given to roles ({', '.join(via)}) still counts for members "
+                "of those roles."
+            )
     return (
         f"{subject} no longer has access to {queue.name} or its sub-queues; "
-        "their next command there is refused."
+        f"their next command there is refused.{roles}"
     )
 
 

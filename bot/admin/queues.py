@@ -22,6 +22,7 @@ queue set NAME signature|salutation [--lang CODE] TEXT|off
 queue set NAME autoresponse new|reopen [--lang CODE] TEXT|off
 queue set NAME reminders on|off
 queue set NAME language CODE
+queue reset NAME SETTING                 (back to bot.toml's value: signature, reminders, ...)
 queue close NAME --to OTHER              (no new mail here: it goes to OTHER)
 queue open NAME
 queue remove NAME [--to OTHER]           (only without open tickets; closed ones go to OTHER)"""
@@ -357,6 +358,49 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+_RESETTABLE = {
+    "signature": "signature",
+    "salutation": "salutation",
+    "autoresponse": "autoresponse_new",
+    "autoresponse-new": "autoresponse_new",
+    "autoresponse-reopen": "autoresponse_reopen",
+    "reminders": "reminders",
+    "language": "language",
+    "addresses": "addresses",
+    "rooms": "rooms",
+    "pseudonymize": "pseudonymize",
+}
+
+
+def reset(act: AdminAction) -> str:
+    """Forget what was set by command for one setting: ``bot.toml`` (or the parent) speaks
+    again."""
+    queue = _name(act, "queue reset NAME SETTING")
+    if len(act.words) != 1 or act.words[0].lower() not in _RESETTABLE:
+        raise TicketError(f"Usage: queue reset NAME {'|'.join(sorted(_RESETTABLE))}")
+    setting = act.queue_setting(queue.name)
+    if setting.get("origin") == "command":
+        raise TicketError(
+            f"Queue {queue.name} was added by command; it has no bot.toml values to go back to."
+        )
+    word = act.words[0].lower()
+    keys = (
+        ["matrix_room", "discord_channel", "console", "public_ok"]
+        if word == "rooms"
+        else ["autoresponse_new", "autoresponse_reopen"]
+        if word == "autoresponse"
+        else [_RESETTABLE[word]]
+    )
+    gone = [k for k in keys if k in setting]
+    if not gone:
+        raise TicketError(f"Queue {queue.name}: {word} was not changed by command.")
+    before = {k: setting.pop(k) for k in gone}
+    act.save_queue_setting(queue.name, setting or None)
+    act.audit("queue.reset", f"{queue.name} {word}", before=str(before), after="bot.toml")
+    act.check()
+    return f"Queue {queue.name}: {word} is back to what bot.toml says."
+
+
 def close(act: AdminAction) -> str:
     target_name = take_option(act.words, "--to")
     queue = _name(act, "queue close NAME --to OTHER")
@@ -455,6 +499,7 @@ _HANDLERS = {
     "bind": bind,
     "unbind": unbind,
     "set": set_,
+    "reset": reset,
     "close": close,
     "open": open_,
     "remove": remove,

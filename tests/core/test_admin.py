@@ -457,3 +457,79 @@ async def test_admin_subcommands_ignore_case_and_still_check_privacy(desk: Desk)
     desk.commands.set_room_inspector("matrix", FakeInspector({"!lobby:example.org"}))
     refused = await desk.command(ALICE, "!queue Bind press", room="!lobby:example.org")
     assert not refused.ok and "public" in refused.message
+
+
+async def test_revoking_on_a_parent_takes_sub_queue_grants_too(desk: Desk) -> None:
+    assert (await desk.command(ALICE, "!queue add info::de")).ok
+    assert (await desk.command(ALICE, "!access grant @carol:example.org info")).ok
+    assert (await desk.command(ALICE, "!access grant @carol:example.org info::de read")).ok
+    assert (await desk.command(ALICE, "!access revoke @carol:example.org info")).ok
+    config = current(desk)
+    assert config.queue("info").level(CAROL) is None
+    assert config.queue("info::de").level(CAROL) is None
+
+
+async def test_mine_follows_access_and_approve_refuses_spam(desk: Desk) -> None:
+    press = await desk.receive(mail("Call me at +49 170 1234567", to="press@example.org"))
+    assert (await desk.command(BOB, f"!claim {press.ticket_number}")).ok
+    assert (await desk.command(ALICE, "!access revoke @bob:example.org press")).ok
+    assert press.ticket_number not in (await desk.command(BOB, "!mine")).message
+
+    assert (await desk.command(ALICE, "!access grant @carol:example.org info trainee")).ok
+    info = await desk.receive(mail())
+    assert (await desk.command(CAROL, f"!reply {info.ticket_number} Draft")).ok
+    assert (await desk.command(BOB, f"!spam {info.ticket_number}")).ok
+    refused = await desk.command(BOB, f"!approve {info.ticket_number}")
+    assert not refused.ok and "spam" in refused.message
+    await desk.flush()
+    assert desk.sender.sent == []
+
+
+async def test_pseudonyms_hold_in_notices_replies_show_and_the_old_room_after_a_move(
+    desk: Desk,
+) -> None:
+    assert (await desk.command(ALICE, "!privacy pseudonymize info on")).ok
+    outcome = await desk.receive(mail("Photo", sender="maria@example.net"))
+    number = outcome.ticket_number
+    assert (await desk.command(ALICE, '!queue set info salutation "Hello {requester_name},"')).ok
+    assert (await desk.command(BOB, f"!reply {number} Yes, you may.")).ok
+    await desk.flush()
+    assert (await desk.command(BOB, f"!spam {number}")).ok
+    assert (await desk.command(BOB, f"!reopen {number}")).ok
+    await desk.flush()
+    text = (await desk.command(BOB, f"!show {number}")).message
+    assert "Maria" not in text and "maria@" not in text
+    assert f"[Ticket#{number}]" in text  # the ticket number stays readable
+    assert (await desk.command(BOB, f"!move {number} press")).ok
+    await desk.flush()
+    assert any(p.ticket.moved_to for p in desk.chat.posts if p.room == "!info:example.org")
+    in_info = [p for p in desk.chat.posts if p.room == "!info:example.org"]
+    shown = " ".join(
+        " ".join(
+            filter(
+                None,
+                [
+                    p.text,
+                    p.ticket.requester,
+                    p.ticket.subject,
+                    p.article.body if p.article else "",
+                    p.article.author if p.article else "",
+                ],
+            )
+        )
+        for p in in_info
+    )
+    assert "maria@example.net" not in shown and "Maria" not in shown
+    assert "Requester #" in shown
+    assert desk.sender.sent and "Hello Maria," in desk.sender.sent[0].text  # mail is real
+
+
+async def test_reset_hands_a_setting_back_to_bot_toml(desk: Desk) -> None:
+    assert (await desk.command(ALICE, "!queue set info reminders off")).ok
+    assert (await desk.command(ALICE, '!queue set info signature "X"')).ok
+    assert (await desk.command(ALICE, "!queue reset info reminders")).ok
+    info = current(desk).queue("info")
+    assert info.reminders and info.signature == {"*": "X"}
+    again = await desk.command(ALICE, "!queue reset info reminders")
+    assert not again.ok and "not changed by command" in again.message
+    assert "queue.reset" in (await desk.command(ALICE, "!audit")).message
