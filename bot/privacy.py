@@ -1,6 +1,6 @@
 """Less personal data on screen: stable pseudonyms for requesters, masked addresses and phones.
 
-A queue with ``privacy pseudonymize on`` shows "Requester #4F2A" instead of a name and
+A queue with ``privacy pseudonymize on`` shows "Requester #4F2A9C" instead of a name and
 address, and masks addresses and phone numbers in the mail text shown in chat. The
 ticket itself keeps everything (replies still go to the real address); ``reveal``
 shows the address to one volunteer, and the audit log records who asked.

@@ -248,6 +248,15 @@ class AdminQueries:
             for r in rows
         ]
 
+    def take_draft(self, article_id: int) -> bool:
+        """A trainee's draft becomes a queued reply; False if it no longer was a draft."""
+        changed = (
+            m.Article.update(send_state="queued")
+            .where((m.Article.id == article_id) & (m.Article.send_state == "approval"))
+            .execute()
+        )
+        return bool(changed)
+
     def raw_message_of(self, article_id: int) -> bytes | None:
         """The mail an inbound article was made from, as received (for rule dry runs)."""
         raw_id = m.Article.select(m.Article.raw_message).where(m.Article.id == article_id).scalar()
