@@ -271,7 +271,9 @@ async def test_binding_a_public_channel_needs_public_ok(desk: Desk) -> None:
 
 async def test_privacy_check_by_command(desk: Desk) -> None:
     answer = await desk.slash(desk.admin, desk.support, "privacy", {"args": "check"})
-    assert answer["content"].startswith("Privacy check: all")
+    # the lobby channel, kept out of use at start, is still public; support is private
+    assert "⚠ lobby: discord room" in answer["content"]
+    assert "⚠ support" not in answer["content"]
     desk.double.set_permissions(desk.support, desk.guild, allow=VIEW_CHANNEL)
     answer = await desk.slash(desk.admin, desk.support, "privacy", {"args": "check"})
     assert (
