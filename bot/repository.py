@@ -132,6 +132,34 @@ class Repository(Protocol):
 
     def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]: ...
 
+    def claim_outbox(
+        self,
+        channel: str,
+        now: datetime,
+        limit: int,
+        instance_id: int,
+        gone: Sequence[int] = (),
+    ) -> list[OutboxItem]:
+        """Due items claimed for ``instance_id`` (free ones, its own, and those of ``gone``)."""
+
+    def outbox_claimants(self, channel: str, instance_id: int) -> list[int]:
+        """Other instances holding claims on waiting items of ``channel``."""
+
+    # instances
+    def register_instance(self, instance_id: int, name: str, now: datetime) -> None: ...
+
+    def instance_seen(
+        self, instance_id: int, now: datetime, roles: Sequence[str], name: str = ""
+    ) -> None: ...
+
+    def instance_stopped(self, instance_id: int, now: datetime) -> int: ...
+
+    def lock_startup(self) -> None: ...
+
+    def others_seen_since(self, instance_id: int, since: datetime) -> bool: ...
+
+    def prune_instances(self, before: datetime) -> int: ...
+
     def outbox_done(self, item_id: int, now: datetime) -> None: ...
 
     def outbox_retry(self, item_id: int, error: str, retry_at: datetime) -> None: ...
@@ -310,6 +338,21 @@ class SearchQuery:
     owner: str | None = None  # owner id or name, or "none"
     tag: str | None = None
     priority: int | None = None
+    #: Keyset paging: only tickets after this one in the listing's order (newest first).
+    after: SearchKey | None = None
+
+
+@dataclass(frozen=True)
+class SearchKey:
+    """A place in the search listing: a ticket's ``updated_at`` and id, the sort key.
+
+    The next page starts after the last hit's key, so a deep page costs what the first
+    does (no OFFSET walking past every earlier hit) and a ticket changed meanwhile
+    neither repeats nor is skipped silently: it moves to the top.
+    """
+
+    updated_at: datetime
+    ticket_id: int
 
 
 @dataclass(frozen=True)
@@ -326,8 +369,12 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class SearchPage:
-    total: int
+    total: int  # counted up to bot.search.COUNT_CAP only; see ``capped``
     hits: list[SearchHit]
+    #: More tickets match than were counted: ``total`` is a lower bound ("10,000+").
+    capped: bool = False
+    #: Where the next page starts, or None when this page is the last.
+    next_key: SearchKey | None = None
 
 
 class Store(Protocol):

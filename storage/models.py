@@ -12,6 +12,7 @@ from typing import Any
 
 from peewee import (
     SQL,
+    BigIntegerField,
     BlobField,
     CharField,
     DatabaseProxy,
@@ -81,8 +82,8 @@ class Ticket(BaseModel):
     subject = TextField()
     requester_email = TextField(index=True)
     requester_name = TextField()
-    created_at = UtcDateTimeField()
-    updated_at = UtcDateTimeField(index=True)  # search lists newest first
+    created_at = UtcDateTimeField(index=True)  # a month's stats (schema step 5)
+    updated_at = UtcDateTimeField()  # search lists newest first: indexed with id, below
     version = IntegerField(default=0)
     priority = IntegerField(default=3)
     language = CharField(default="")
@@ -91,6 +92,10 @@ class Ticket(BaseModel):
     linked_to_id = IntegerField(null=True)
     owner_active_at = UtcDateTimeField(null=True)
     reminded_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        # schema step 5; its partial ticket_unowned (WHERE owner IS NULL) is only there
+        indexes = ((("updated_at", "id"), False),)
 
 
 class RawMessage(BaseModel):
@@ -167,15 +172,16 @@ class ChatPost(BaseModel):
 
 class MailboxCursor(BaseModel):
     source = TextField(unique=True)
-    validity = IntegerField()
-    last_uid = IntegerField()
+    # IMAP UIDVALIDITY and UIDs go up to 2**32 - 1 (BIGINT on PostgreSQL since step 6)
+    validity = BigIntegerField()
+    last_uid = BigIntegerField()
 
 
 class IntakeRecord(BaseModel):
     """One message taken in from a mail source; ``done_at`` is set once it is flagged there."""
 
     source = TextField()
-    validity = IntegerField()
+    validity = BigIntegerField()
     item = TextField()
     message_id = TextField()
     ticket = ForeignKeyField(Ticket, null=True, on_delete="RESTRICT")
@@ -201,6 +207,8 @@ class OutboxEntry(BaseModel):
     last_error = TextField()
     created_at = UtcDateTimeField()
     done_at = UtcDateTimeField(null=True)
+    #: The instance carrying the item out now (schema step 6); None: nobody.
+    claimed_by = IntegerField(null=True, index=True)
 
     class Meta:
         table_name = "outbox"
@@ -224,6 +232,7 @@ class AuditEntry(BaseModel):
 
     class Meta:
         table_name = "audit_log"
+        indexes = ((("ticket", "action", "at"), False),)  # schema step 5
 
 
 class TicketCounter(BaseModel):
@@ -270,6 +279,19 @@ class Volunteer(BaseModel):
     user_id = TextField(unique=True)
     languages = TextField()  # JSON list of codes
     updated_at = UtcDateTimeField()
+
+
+class Instance(BaseModel):
+    """A ``ticketbot run`` process: its id marks its outbox claims and names its lock."""
+
+    name = TextField()
+    started_at = UtcDateTimeField()
+    last_seen = UtcDateTimeField()
+    roles = TextField(default="")
+    stopped_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "instance"
 
 
 class JobState(BaseModel):
@@ -332,4 +354,5 @@ ALL_MODELS: list[type[BaseModel]] = [
     DeskSetting,
     AccessGrant,
     AdminGrant,
+    Instance,
 ]

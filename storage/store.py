@@ -26,6 +26,7 @@ from bot.routing import format_ticket_number
 from storage import models as m
 from storage.admin import AdminQueries
 from storage.database import is_sqlite, open_database
+from storage.instances import STARTUP_LOCK, InstanceQueries
 from storage.migrations import migrate
 from storage.reports import ReportQueries
 from storage.search import search_tickets
@@ -58,7 +59,16 @@ class SqlStore:
     def _setup(self) -> None:
         m.database_proxy.initialize(self.db)
         self.db.connect(reuse_if_open=True)
-        applied = migrate(self.db)
+        if is_sqlite(self.db):
+            applied = migrate(self.db)
+        else:
+            # instances starting together: one upgrades the schema, the others wait and
+            # then find nothing left to do
+            self.db.execute_sql("SELECT pg_advisory_lock(%s)", (STARTUP_LOCK,))  # type: ignore[no-untyped-call]
+            try:
+                applied = migrate(self.db)
+            finally:
+                self.db.execute_sql("SELECT pg_advisory_unlock(%s)", (STARTUP_LOCK,))  # type: ignore[no-untyped-call]
         if applied:
             log.info("database schema upgraded (%d step(s))", applied)
 
@@ -149,7 +159,7 @@ def _attachment_problem(sha256: str, size: int, data: bytes | None) -> str | Non
     return None
 
 
-class PeeweeRepository(AdminQueries, ReportQueries):
+class PeeweeRepository(AdminQueries, ReportQueries, InstanceQueries):
     """Implements :class:`bot.repository.Repository`; every method runs inside a transaction.
 
     Intake writes about a dozen rows a mail, so the statements on that path are kept few:
@@ -599,7 +609,9 @@ class PeeweeRepository(AdminQueries, ReportQueries):
         ]
 
     def outbox_done(self, item_id: int, now: datetime) -> None:
-        m.OutboxEntry.update(state="done", done_at=now).where(m.OutboxEntry.id == item_id).execute()
+        m.OutboxEntry.update(state="done", done_at=now, claimed_by=None).where(
+            m.OutboxEntry.id == item_id
+        ).execute()
 
     def outbox_retry(self, item_id: int, error: str, retry_at: datetime) -> None:
         # back to pending: a reply the server refused for now was not sent, so an undo
@@ -609,11 +621,17 @@ class PeeweeRepository(AdminQueries, ReportQueries):
             attempts=m.OutboxEntry.attempts + 1,
             last_error=error,
             next_attempt_at=retry_at,
+            # the claim stays: a reply the server took but not yet recorded must be
+            # retried (recorded, not sent) by this same process
         ).where(m.OutboxEntry.id == item_id).execute()
 
     def outbox_failed(self, item_id: int, error: str, now: datetime) -> None:
         m.OutboxEntry.update(
-            state="failed", attempts=m.OutboxEntry.attempts + 1, last_error=error, done_at=now
+            state="failed",
+            attempts=m.OutboxEntry.attempts + 1,
+            last_error=error,
+            done_at=now,
+            claimed_by=None,
         ).where(m.OutboxEntry.id == item_id).execute()
 
     def outbox_pending_count(self, channel: str | None = None) -> int:

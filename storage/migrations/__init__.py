@@ -18,12 +18,21 @@ from storage.migrations import (
     m0002_lifecycle,
     m0003_attachment_blobs,
     m0004_admin,
+    m0005_indexes,
+    m0006_instances,
 )
 from storage.migrations.base import Migrator
 
 log = logging.getLogger(__name__)
 
-STEPS: list[ModuleType] = [m0001_initial, m0002_lifecycle, m0003_attachment_blobs, m0004_admin]
+STEPS: list[ModuleType] = [
+    m0001_initial,
+    m0002_lifecycle,
+    m0003_attachment_blobs,
+    m0004_admin,
+    m0005_indexes,
+    m0006_instances,
+]
 LATEST = STEPS[-1].VERSION
 
 
