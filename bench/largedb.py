@@ -214,7 +214,7 @@ async def run_searches(
     ``skip`` (timed out in the warm-up pass) are not run again and recorded the same way.
     """
     from bot.ports import StoreUnavailable
-    from bot.search import PAGE_SIZE, format_results, parse_search
+    from bot.search import PAGE_SIZE, format_results
 
     queues = queue_names()
     out: list[dict[str, Any]] = []
@@ -224,8 +224,7 @@ async def run_searches(
             row = {"kind": search.kind, "text": search.text, "ms": timeout_ms, "total": None}
             out.append({**row, "timed_out": True})
             continue
-        query, page = parse_search(search.text, ADMIN)
-        offset = (page - 1) * PAGE_SIZE
+        query, page, offset = await _parsed(store, search.text, queues)
         started = time.perf_counter()
         try:
             found = await store.run(
@@ -241,6 +240,37 @@ async def run_searches(
         ms = (time.perf_counter() - started) * 1000
         out.append({"kind": search.kind, "text": search.text, "ms": ms, "total": found.total})
     return out
+
+
+#: Keys of deep pages, found once per process (untimed): see :func:`_parsed`.
+_DEEP_KEYS: dict[str, Any] = {}
+
+
+async def _parsed(store: Any, text: str, queues: list[str]) -> tuple[Any, int, int]:
+    """The query, page number and offset of a search as the volunteer reaches it.
+
+    A typed ``page:N`` beyond :data:`bot.search.MAX_PAGE` is refused by the bot; a
+    volunteer gets there by following the listing's ``next:`` lines, which carry the
+    keyset (``after:``). So a deep page is measured as that keyset page: the key of the
+    hit before it is looked up once, untimed, with OFFSET.
+    """
+    from dataclasses import replace
+
+    from bot.search import MAX_PAGE, PAGE_SIZE, parse_search
+
+    words = text.split()
+    pages = [w for w in words if w.lower().startswith("page:")]
+    page = int(pages[-1].split(":", 1)[1]) if pages else 1
+    if page <= MAX_PAGE:
+        query, page = parse_search(text, ADMIN)
+        return query, page, (page - 1) * PAGE_SIZE
+    query, _ = parse_search(" ".join(w for w in words if w not in pages), ADMIN)
+    if text not in _DEEP_KEYS:
+        before = await store.run(
+            lambda repo: repo.search(query, queues, (page - 1) * PAGE_SIZE - 1, 1)
+        )
+        _DEEP_KEYS[text] = before.next_key
+    return replace(query, after=_DEEP_KEYS[text]), page, 0
 
 
 def summarise_searches(passes: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -354,7 +384,7 @@ async def _child_rss(
     url: str, work: Path, timeout_ms: float | None, skip: frozenset[str]
 ) -> dict[str, Any]:
     from bot.app import build_app
-    from bot.reports import stats_report
+    from bot.reports import ChartDrawer, stats_report
     from bot.reports.period import parse_stats_args
 
     marks = {"after_imports": vm_status()}
@@ -366,10 +396,11 @@ async def _child_rss(
         marks["after_searches"] = vm_status()
         await app.store.run(lambda repo: repo.queue_overview(queue_names()))
         stats = parse_stats_args("--month", gen.END, queue_names())
+        drawer = ChartDrawer()
         traffic = await app.store.run(
             lambda repo: repo.report_traffic(None, stats.start, stats.end)
         )
-        await asyncio.to_thread(stats_report, traffic, stats.label)
+        await asyncio.to_thread(stats_report, traffic, stats.label, drawer)
         marks["after_stats"] = vm_status()
     finally:
         await app.close()
@@ -494,9 +525,9 @@ def explain(db: Any, sql: str, params: Sequence[Any], postgres: bool, analyze: b
 async def measure_in_process(
     url: str, passes: int, say: Callable[[str], None], timeout_ms: float | None
 ) -> dict[str, Any]:
-    from bot.reports import stats_report
+    from bot.reports import ChartDrawer, stats_report
     from bot.reports.period import parse_stats_args
-    from bot.search import PAGE_SIZE, parse_search
+    from bot.search import PAGE_SIZE
     from storage.database import is_sqlite
     from storage.search import search_statements
     from storage.store import SqlStore
@@ -546,11 +577,12 @@ async def measure_in_process(
         report_files = 0
         for _ in range(TIMED_RUNS):
             started = time.perf_counter()
+            drawer = ChartDrawer()  # as the stats command does: children start first
             traffic = await store.run(
                 lambda repo: repo.report_traffic(None, stats.start, stats.end)
             )
             middle = time.perf_counter()
-            report = await asyncio.to_thread(stats_report, traffic, stats.label)
+            report = await asyncio.to_thread(stats_report, traffic, stats.label, drawer)
             db_s.append(middle - started)
             render_s.append(time.perf_counter() - middle)
             report_files = len(report.files)
@@ -592,8 +624,8 @@ async def measure_in_process(
         slow = [q for q in result["search"]["queries"] if q["ms_median"] > TARGET_SEARCH_P95_MS]
         plans = []
         for q in slow:
-            query, page = parse_search(q["text"], ADMIN)
-            statements = search_statements(db, query, names, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+            query, _page, offset = await _parsed(store, q["text"], names)
+            statements = search_statements(db, query, names, offset, PAGE_SIZE)
             if statements is None:
                 continue
             for label, statement in zip(("count", "page"), statements, strict=True):

@@ -30,7 +30,7 @@ from bot.files import ResultFile
 from bot.metrics import Metrics
 from bot.ports import Clock, RoomCheck, RoomInspector, StoreUnavailable
 from bot.privacy import pseudonym_key
-from bot.reports import activity_report, stats_report
+from bot.reports import ChartDrawer, activity_report, stats_report
 from bot.reports.period import parse_activity_args, parse_stats_args
 from bot.repository import Repository, Store
 
@@ -573,10 +573,15 @@ class CommandService:
         except ValueError as exc:
             return CommandResult(False, f"{exc}")
         queues = list(stats.queues) if stats.queues is not None else (None if admin else allowed)
-        traffic = await self._store.run(
-            lambda repo: repo.report_traffic(queues, stats.start, stats.end)
-        )
-        report = await asyncio.to_thread(stats_report, traffic, stats.label)
+        # the chart children start importing matplotlib while the figures are read
+        drawer = ChartDrawer()
+        try:
+            traffic = await self._store.run(
+                lambda repo: repo.report_traffic(queues, stats.start, stats.end)
+            )
+            report = await asyncio.to_thread(stats_report, traffic, stats.label, drawer)
+        finally:
+            drawer.close()
         return CommandResult(True, report.text, files=report.files)
 
     def _room_queues(self, request: CommandRequest) -> list[str]:

@@ -1,12 +1,13 @@
 """The ``search`` command's language: what a volunteer types, and the listing shown back.
 
 Volunteers type ``search queue:info state:open from:example.org owner:me tag:press
-priority:5 page:2 licence "photo credit"``. :func:`parse_search` turns that into a
-:class:`~bot.repository.SearchQuery` and a page number; :func:`format_results` renders
-a :class:`~bot.repository.SearchPage` as plain text that reads the same on every chat
-platform. :func:`text_terms` and :func:`states_for` are shared with the store, so the
-words and state groups a volunteer means are decided in one place, not once per
-database dialect.
+priority:5 page:2 licence "photo credit"``; a listing's ``next:`` line adds
+``after:TOKEN``, the place where the next page starts (keyset paging).
+:func:`parse_search` turns that into a :class:`~bot.repository.SearchQuery` and a
+page number; :func:`format_results` renders a :class:`~bot.repository.SearchPage` as
+plain text that reads the same on every chat platform. :func:`text_terms` and
+:func:`states_for` are shared with the store, so the words and state groups a
+volunteer means are decided in one place, not once per database dialect.
 
 Pure core code: no storage, no I/O.
 """
@@ -16,16 +17,25 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
 from bot.domain import MAX_PRIORITY, MIN_PRIORITY, TicketError, TicketState
-from bot.repository import SearchPage, SearchQuery
+from bot.repository import SearchKey, SearchPage, SearchQuery
 
 #: Hits per page in chat: enough to scan, few enough not to flood a room.
 PAGE_SIZE = 10
 
-#: Pages beyond this are refused rather than sent to the database as a huge OFFSET
-#: (an enormous number would not even fit SQLite's 64-bit integer).
-MAX_PAGE = 10_000
+#: A typed ``page:N`` is read with OFFSET, which walks past every earlier hit; beyond
+#: this the volunteer follows the listing's ``next:`` line (keyset, as cheap as page 1)
+#: or narrows the search. OFFSET pages of a common word cost up to 1 ms per ticket
+#: passed on a million tickets (docs/search-performance.md): page 10 is still quick.
+MAX_PAGE = 10
+
+#: A page label that comes with ``after:`` costs nothing, so it is only kept sane.
+MAX_PAGE_LABEL = 1_000_000
+
+#: Matches are counted up to this (and one more, to know there are more): "10,000+".
+COUNT_CAP = 10_000
 
 #: Subjects are cut here so one hit stays one line in chat.
 SUBJECT_WIDTH = 80
@@ -41,6 +51,7 @@ STATE_GROUPS: dict[str, tuple[TicketState, ...]] = {
 _TOKEN = re.compile(
     r'(?P<key>[A-Za-z]+):"(?P<qvalue>[^"]*)"?|"(?P<phrase>[^"]*)"?|(?P<word>[^\s"]+)'
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FILTER_WORD = re.compile(r"(?P<key>[A-Za-z]+):(?P<value>.+)", re.DOTALL)
 _KEYS = {
     "queue": "queue",
@@ -52,8 +63,11 @@ _KEYS = {
     "priority": "priority",
     "prio": "priority",
     "page": "page",
+    "after": "after",
 }
-_PAGE_TOKEN = re.compile(r'(?<!\S)page:("[^"]*"?|\S*)', re.IGNORECASE)
+_PAGE_TOKEN = re.compile(r'(?<!\S)(?:page|after):("[^"]*"?|\S*)', re.IGNORECASE)
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_KEY_TOKEN = re.compile(r"([0-9a-z]{1,14})-([0-9a-z]{1,14})")
 
 
 def states_for(name: str) -> tuple[TicketState, ...] | None:
@@ -107,6 +121,39 @@ def text_terms(text: str) -> list[str]:
     return terms
 
 
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _DIGITS[digit] + digits
+        if number == 0:
+            return digits
+
+
+def key_token(key: SearchKey) -> str:
+    """``after:`` text for a place in the listing: microseconds since 1970 (UTC) and the
+    ticket id, base 36 (``lfx3k2a9s-1xd2``): short enough to sit in a chat line."""
+    stamp = key.updated_at.astimezone(UTC) - _EPOCH
+    micros = (stamp.days * 86_400 + stamp.seconds) * 1_000_000 + stamp.microseconds
+    return f"{_base36(max(0, micros))}-{_base36(key.ticket_id)}"
+
+
+def parse_key_token(text: str) -> SearchKey:
+    """The place an ``after:`` token names; :class:`TicketError` naming it if it is not one."""
+    found = _KEY_TOKEN.fullmatch(text.strip().lower())
+    problem = f"after:{text} is not a place in a listing: copy the next: line as it was shown."
+    if found is None:
+        raise TicketError(problem)
+    micros, ticket_id = int(found[1], 36), int(found[2], 36)
+    try:
+        updated_at = _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise TicketError(problem) from None
+    if ticket_id > 2**62:
+        raise TicketError(problem)
+    return SearchKey(updated_at=updated_at, ticket_id=ticket_id)
+
+
 def _number(value: str, what: str, low: int, high: int) -> int:
     try:
         number = int(value)
@@ -148,7 +195,19 @@ def parse_search(text: str, actor_id: str) -> tuple[SearchQuery, int]:
         else:
             filters[field] = value
 
-    page = _number(filters["page"], "The page", 1, MAX_PAGE) if "page" in filters else 1
+    after = parse_key_token(filters["after"]) if "after" in filters else None
+    if "page" not in filters:
+        page = 1
+    elif after is None:
+        try:
+            page = _number(filters["page"], "The page", 1, MAX_PAGE)
+        except TicketError:
+            raise TicketError(
+                f"The page must be a number from 1 to {MAX_PAGE}, not {filters['page']!r}: "
+                "for later pages follow the listing's next: line, or narrow the search."
+            ) from None
+    else:
+        page = _number(filters["page"], "The page", 1, MAX_PAGE_LABEL)
     priority = None
     if "priority" in filters:
         priority = _number(filters["priority"], "The priority", MIN_PRIORITY, MAX_PRIORITY)
@@ -174,6 +233,7 @@ def parse_search(text: str, actor_id: str) -> tuple[SearchQuery, int]:
         owner=owner,
         tag=filters.get("tag"),
         priority=priority,
+        after=after,
     )
     return query, page
 
@@ -189,16 +249,27 @@ def _one_line(text: str, width: int) -> str:
 def format_results(page: SearchPage, page_number: int, page_size: int, query_text: str) -> str:
     """The listing shown in chat: a header, one line per ticket, and how to see more.
 
-    ``query_text`` is what the volunteer typed, so the hint for the next page is a
-    command they can copy as it stands (its ``page:`` replaced).
+    ``query_text`` is what the volunteer typed, so the line for the next page is a
+    command they can copy as it stands (its ``page:`` and ``after:`` replaced by the
+    next page's). Beyond :data:`COUNT_CAP` matches the header says "10,000+", and
+    when the store did not count (common words on PostgreSQL) "at least N".
     """
-    if page.total == 0:
+    shown_before = (page_number - 1) * max(1, page_size)
+    if page.total == 0 and not page.hits:
         return "No ticket matches."
-    pages = max(1, math.ceil(page.total / max(1, page_size)))
-    matches = "1 ticket matches" if page.total == 1 else f"{page.total} tickets match"
+    if page.capped:
+        least = max(page.total, shown_before + len(page.hits))
+        matches = f"{least:,}+ tickets match"
+        where = f"page {page_number}"
+    else:
+        pages = max(1, math.ceil(page.total / max(1, page_size)))
+        matches = "1 ticket matches" if page.total == 1 else f"{page.total:,} tickets match"
+        where = f"page {page_number} of {pages}"
+        if not page.hits:
+            return f"{matches}, but there is no page {page_number}: the last is page {pages}."
     if not page.hits:
-        return f"{matches}, but there is no page {page_number}: the last is page {pages}."
-    lines = [f"{matches} (page {page_number} of {pages})"]
+        return f"{matches}, but page {page_number} is empty: the listing changed meanwhile."
+    lines = [f"{matches} ({where})"]
     for hit in page.hits:
         owner = f"owner {_one_line(hit.owner, 40)}" if hit.owner else "unclaimed"
         parts = [
@@ -211,10 +282,8 @@ def format_results(page: SearchPage, page_number: int, page_size: int, query_tex
             _one_line(hit.subject, SUBJECT_WIDTH) or "(no subject)",
         ]
         lines.append(" · ".join(parts))
-    if page_number < pages:
+    if page.next_key is not None:
         rest = " ".join(_PAGE_TOKEN.sub(" ", _clean(query_text)).split())
-        command = (
-            f"search {rest} page:{page_number + 1}" if rest else f"search page:{page_number + 1}"
-        )
-        lines.append(f"next: {command}")
+        where_next = f"page:{page_number + 1} after:{key_token(page.next_key)}"
+        lines.append(f"next: search {rest} {where_next}" if rest else f"next: search {where_next}")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from bot.files import ResultFile
 from bot.reports.badge import badge_json, badge_svg, file_stems
-from bot.reports.charts import response_chart, traffic_chart
+from bot.reports.charts_worker import ChartDrawer, draw_stats_charts
 from bot.reports.data import ActivityData, BadgeData, TrafficData
 from bot.reports.tables import (
     activity_csv,
@@ -45,13 +45,22 @@ class Report:
     files: tuple[ResultFile, ...]
 
 
-def stats_report(data: TrafficData, label: str) -> Report:
-    """``stats``: the table, the traffic and response-time charts, and both as CSV."""
+def stats_report(data: TrafficData, label: str, drawer: ChartDrawer | None = None) -> Report:
+    """``stats``: the table, the traffic and response-time charts, and both as CSV.
+
+    The charts are drawn in child processes (:mod:`bot.reports.charts_worker`) so the
+    bot itself never imports matplotlib (about 55 MB it would keep for good); pass a
+    ``drawer`` made before the figures were read to overlap the children's start-up.
+    """
+    if drawer is None:
+        traffic_png, times_png = draw_stats_charts(data, label)
+    else:
+        traffic_png, times_png = drawer.draw(data, label)
     return Report(
         text=traffic_table(data, label),
         files=(
-            ResultFile(TRAFFIC_PNG, PNG, traffic_chart(data, label)),
-            ResultFile(TIMES_PNG, PNG, response_chart(data, label)),
+            ResultFile(TRAFFIC_PNG, PNG, traffic_png),
+            ResultFile(TIMES_PNG, PNG, times_png),
             ResultFile(TRAFFIC_CSV, CSV, traffic_csv(data)),
             ResultFile(TIMES_CSV, CSV, times_csv(data)),
         ),
@@ -80,6 +89,7 @@ def badge_files(badges: Sequence[BadgeData]) -> list[ResultFile]:
 
 
 __all__ = [
+    "ChartDrawer",
     "Report",
     "activity_report",
     "badge_files",

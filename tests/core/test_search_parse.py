@@ -7,8 +7,17 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.domain import TicketError, TicketState
-from bot.repository import SearchHit, SearchPage, SearchQuery
-from bot.search import PAGE_SIZE, format_results, parse_search, states_for, text_terms
+from bot.repository import SearchHit, SearchKey, SearchPage, SearchQuery
+from bot.search import (
+    COUNT_CAP,
+    MAX_PAGE,
+    PAGE_SIZE,
+    format_results,
+    key_token,
+    parse_search,
+    states_for,
+    text_terms,
+)
 
 ME = "@alice:example.org"
 
@@ -159,14 +168,48 @@ def test_one_ticket_reads_singular() -> None:
     )
 
 
-def test_next_page_hint_replaces_the_page() -> None:
-    page = SearchPage(25, [hit() for _ in range(10)])
-    text = format_results(page, 2, 10, 'state:open page:2 "photo credit"')
+KEY = SearchKey(datetime(2026, 11, 23, 10, 15, 30, 123456, tzinfo=UTC), 4711)
+
+
+def test_next_page_line_carries_the_keyset_and_replaces_page_and_after() -> None:
+    page = SearchPage(25, [hit() for _ in range(10)], next_key=KEY)
+    typed = f'state:open page:2 after:{key_token(KEY)} "photo credit"'
+    text = format_results(page, 2, 10, typed)
     assert text.splitlines()[0] == "25 tickets match (page 2 of 3)"
-    assert text.splitlines()[-1] == 'next: search state:open "photo credit" page:3'
+    expected = f'next: search state:open "photo credit" page:3 after:{key_token(KEY)}'
+    assert text.splitlines()[-1] == expected
     last = format_results(SearchPage(25, [hit()] * 5), 3, 10, "photo page:3")
     assert "next:" not in last
-    assert format_results(page, 1, 10, "").splitlines()[-1] == "next: search page:2"
+    first = format_results(page, 1, 10, "")
+    assert first.splitlines()[-1] == f"next: search page:2 after:{key_token(KEY)}"
+
+
+def test_the_next_line_parses_back_to_the_key() -> None:
+    line = format_results(SearchPage(25, [hit()] * 10, next_key=KEY), 1, 10, "photo")
+    query, page = parse_search(line.splitlines()[-1].removeprefix("next: search "), ME)
+    assert (query.text, query.after, page) == ("photo", KEY, 2)
+    assert len(key_token(KEY)) <= 20
+
+
+@pytest.mark.parametrize("token", ["xyz", "12-", "-5", "a_b-c", "zzzzzzzzzzzzzz-1", "1-2-3"])
+def test_a_broken_after_token_is_named(token: str) -> None:
+    with pytest.raises(TicketError, match=f"after:{token} is not a place in a listing"):
+        parse_search(f"photo after:{token}", ME)
+
+
+def test_more_than_the_cap_says_so_without_a_page_count() -> None:
+    page = SearchPage(COUNT_CAP, [hit()] * 10, capped=True, next_key=KEY)
+    text = format_results(page, 3, 10, "photo")
+    assert text.splitlines()[0] == "10,000+ tickets match (page 3)"
+    uncounted = SearchPage(10, [hit()] * 10, capped=True, next_key=KEY)
+    assert format_results(uncounted, 2, 10, "photo").startswith("20+ tickets match (page 2)")
+
+
+def test_typed_pages_stop_at_the_limit_but_keyset_pages_do_not() -> None:
+    assert parse_search(f"photo page:{MAX_PAGE}", ME)[1] == MAX_PAGE
+    with pytest.raises(TicketError, match="follow the listing's next: line"):
+        parse_search(f"photo page:{MAX_PAGE + 1}", ME)
+    assert parse_search(f"photo page:5000 after:{key_token(KEY)}", ME)[1] == 5000
 
 
 def test_a_page_past_the_end() -> None:

@@ -100,6 +100,14 @@ def test_a_first_release_database_with_data_is_upgraded(
             "@@ plainto_tsquery('simple', 'lighthouse')"
         ).fetchall()
     assert [tuple(r) for r in found] == [(1,)]
+    # step 5: the indexes search and the reports plan with (docs/search-performance.md)
+    ticket = {i.name: (i.columns, i.unique) for i in db.get_indexes("ticket")}
+    assert ticket["ticket_updated_at_id"] == (["updated_at", "id"], False)
+    assert ticket["ticket_unowned"][0] == ["updated_at", "id"]
+    assert ticket["ticket_created_at"] == (["created_at"], False)
+    assert "ticket_updated_at" not in ticket, "replaced by ticket_updated_at_id"
+    audit = {i.name: i.columns for i in db.get_indexes("audit_log")}
+    assert audit["audit_log_ticket_id_action_at"] == ["ticket_id", "action", "at"]
     db.close()
 
 

@@ -18,7 +18,7 @@ from peewee import PostgresqlDatabase
 from bot.domain import TicketState
 from bot.repository import SearchPage, SearchQuery
 from storage import models
-from storage.search import search_statements
+from storage.search import Plan, search_statements
 from storage.store import PeeweeRepository
 from tests.core.conftest import Desk, mail, make_desk
 
@@ -403,3 +403,106 @@ async def test_the_text_match_uses_the_index(any_desk: Desk) -> None:
         assert text.count("Bitmap Index Scan on article_search") == 2, text
     else:
         assert text.count("SCAN article_fts VIRTUAL TABLE INDEX") == 2, text
+
+
+# --- a large desk's plans: keyset pages, the capped count, walking -------------------------
+
+
+async def test_keyset_pages_follow_each_other_to_the_end(any_desk: Desk) -> None:
+    made = [await receive(any_desk, f"Photo {i}", "camera") for i in range(12)]
+    seen: list[str] = []
+    after = None
+    for _ in range(4):
+        page = await search(any_desk, "camera", limit=5, after=after)
+        assert page.total == 12 and not page.capped
+        seen.extend(h.number for h in page.hits)
+        after = page.next_key
+        if after is None:
+            break
+    assert seen == list(reversed(made)), "each ticket once, newest first"
+    # a ticket changed between pages moves to the top: the later pages do not repeat it
+    first = await search(any_desk, "camera", limit=5)
+    any_desk.clock.advance(60)
+    await change(any_desk, made[0], updated_at=any_desk.clock.now())
+    second = await search(any_desk, "camera", limit=5, after=first.next_key)
+    assert [h.number for h in second.hits] == list(reversed(made))[5:10]
+
+
+async def test_the_count_stops_at_the_cap(any_desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    import storage.search
+
+    monkeypatch.setattr(storage.search, "COUNT_CAP", 5)
+    for i in range(8):
+        await receive(any_desk, f"Photo {i}", "camera")
+    page = await search(any_desk, "camera", limit=3)
+    assert (page.total, page.capped, len(page.hits)) == (5, True, 3)
+    assert page.next_key is not None
+    exact = await search(any_desk, "camera", limit=3, state="closed")
+    assert (exact.total, exact.capped) == (0, False)
+
+
+@pytest.mark.parametrize("filter_first", [False, True])
+async def test_common_words_walk_to_the_same_hits(
+    any_desk: Desk, monkeypatch: pytest.MonkeyPatch, filter_first: bool
+) -> None:
+    """With every word "common" the walk (or filter-first) plan runs: same hits, same order."""
+    import storage.search
+
+    made = [
+        await receive(any_desk, f"Photo {i}", "camera lens" if i % 2 else "camera")
+        for i in range(9)
+    ]
+    await change(any_desk, made[3], state=TicketState.CLOSED_SUCCESSFUL)
+    collected = await search(any_desk, "lens", limit=3)
+    collected_open = await search(any_desk, "camera", limit=50, state="active")
+
+    monkeypatch.setattr(storage.search, "COMMON_ARTICLES", 1)
+    monkeypatch.setattr(storage.search, "FILTER_FIRST_MAX", 1000 if filter_first else 0)
+    walked = await search(any_desk, "lens", limit=3)
+    assert [h.number for h in walked.hits] == [h.number for h in collected.hits]
+    assert walked.next_key is not None
+    rest = await search(any_desk, "lens", limit=3, after=walked.next_key)
+    assert [h.number for h in walked.hits + rest.hits] == [made[7], made[5], made[3], made[1]]
+
+    walked_open = await search(any_desk, "camera", limit=50, state="active")
+    assert [h.number for h in walked_open.hits] == [h.number for h in collected_open.hits]
+    assert made[3] not in {h.number for h in walked_open.hits}
+    # common words with a filter are not counted: the total is what was shown, and
+    # "capped" says whether more follow
+    assert (walked_open.total, walked_open.capped) == (8, False)
+    short = await search(any_desk, "camera", limit=2, state="active")
+    assert (short.total, short.capped) == (2, True)
+
+
+async def test_many_matches_without_words_walk_the_updated_at_index(
+    any_desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.search
+
+    made = [await receive(any_desk, f"Photo {i}") for i in range(6)]
+    sorted_page = await search(any_desk, limit=4)
+    monkeypatch.setattr(storage.search, "WALK_FROM_TOTAL", 1)
+    walked = await search(any_desk, limit=4)
+    assert [h.number for h in walked.hits] == [h.number for h in sorted_page.hits]
+    assert [h.number for h in walked.hits] == list(reversed(made))[:4]
+
+
+async def test_the_walk_reads_tickets_along_the_updated_at_index(tmp_path: Path) -> None:
+    """SQLite only: its walk is forced (INDEXED BY); PostgreSQL's planner chooses."""
+    desk = await make_desk(tmp_path)
+    await receive(desk, "Photo", "camera")
+    db = desk.store.db
+    statements = search_statements(
+        db, SearchQuery(text="camera", state="active"), BOTH, 0, 10, Plan.WALK
+    )
+    assert statements is not None
+    page = statements[1]
+
+    def plan(_: PeeweeRepository) -> str:
+        rows = db.execute_sql(f"EXPLAIN QUERY PLAN {page.sql}", page.params).fetchall()
+        return "\n".join(str(row[-1]) for row in rows)
+
+    text = await desk.store.run(plan)
+    await desk.store.close()
+    assert "SCAN t USING INDEX ticket_updated_at_id" in text, text
+    assert "TEMP B-TREE FOR ORDER BY" not in text, text
