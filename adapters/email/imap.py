@@ -31,13 +31,17 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
 
-from bot.config import ImapConfig
+from adapters.email.oauth2 import OAuth2Tokens
+from adapters.email.parse import MailParser
+from adapters.email.parse_worker import ChildParseFailed, parse_in_child
+from bot.config import ImapConfig, MailAuth
 from bot.faults import checkpoint
 from bot.mail import InboundEmail
 from bot.metrics import Metrics
@@ -55,6 +59,9 @@ SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
 #: Mails up to this size are parsed on the event loop (a thread hand-off costs more).
 _PARSE_INLINE_BYTES = 1_000_000
+#: Larger mails are parsed in a child process (adapters/email/parse_worker.py): in a
+#: thread, their parse still holds the interpreter lock for long stretches.
+_PARSE_IN_CHILD_BYTES = 16_000_000
 FETCH_BATCH = 50  # messages per FETCH: bounded memory, few round trips
 STORE_BATCH = 500  # UIDs per STORE/MOVE command when finishing pending messages
 IDLE_MAX_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30 min logout
@@ -81,10 +88,13 @@ class ImapSettings:
     after_intake: AfterIntake = "flag"
     move_to: str = ""
     timeout: float = 60.0
+    #: "oauth2" logs in with XOAUTH2 and a token from ``oauth2`` instead of ``password``
+    auth: MailAuth = "password"
+    oauth2: OAuth2Tokens | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, config: ImapConfig) -> ImapSettings:
-        """The settings for the ``[mail.imap]`` section of bot.toml."""
+    def from_config(cls, config: ImapConfig, oauth2: OAuth2Tokens | None = None) -> ImapSettings:
+        """The settings for the ``[mail.imap]`` section of bot.toml (and [mail.oauth2]'s tokens)."""
         return cls(
             host=config.host,
             port=config.port,
@@ -97,9 +107,13 @@ class ImapSettings:
             after_intake=config.after_intake,
             move_to=config.move_to,
             timeout=config.timeout_seconds,
+            auth=config.auth,
+            oauth2=oauth2 if config.auth == "oauth2" else None,
         )
 
     def __post_init__(self) -> None:
+        if self.auth == "oauth2" and self.oauth2 is None:
+            raise ValueError('IMAP auth = "oauth2" needs the [mail.oauth2] token source')
         if self.security not in ("tls", "starttls", "none"):
             raise ValueError(f"IMAP security must be tls, starttls or none, not {self.security!r}")
         if self.after_intake not in ("flag", "move"):
@@ -160,7 +174,11 @@ class ImapWatcher:
         try:
             while True:
                 try:
-                    await self.check_once()
+                    # Again until a check finds nothing: mail that arrived during a check
+                    # was announced during it, and the IDLE after it would not say so
+                    # again (found by bench/flood.py: a burst then waited poll_seconds).
+                    while await self.check_once():
+                        pass
                 except Exception as exc:
                     await asyncio.sleep(self._failed(exc))
                     continue
@@ -250,12 +268,7 @@ class ImapWatcher:
                     try:
                         checkpoint("fetched")
                         data = bytes(raw)
-                        if len(data) > _PARSE_INLINE_BYTES:
-                            # a big mail takes seconds to parse: not on the event loop,
-                            # where chat and commands would stand still meanwhile
-                            email = await asyncio.to_thread(self._parse, data)
-                        else:
-                            email = self._parse(data)
+                        email = await self._parsed(data)
                         checkpoint("parsed")
                         await self._intake.ingest(email, key)
                         checkpoint("stored")
@@ -275,6 +288,25 @@ class ImapWatcher:
                     checkpoint("flagged")
                     await self._intake.mark_done_many(taken)
         return count
+
+    async def _parsed(self, data: bytes) -> InboundEmail:
+        """Parse where it does not hold up the event loop (chat, commands, the outbox)."""
+        if len(data) <= _PARSE_INLINE_BYTES:
+            return self._parse(data)
+        if len(data) > _PARSE_IN_CHILD_BYTES and isinstance(self._parse, MailParser):
+            try:
+                return await parse_in_child(
+                    data, self._parse.max_attachment_bytes, self._parse.max_total_attachment_bytes
+                )
+            except ChildParseFailed as exc:
+                log.warning(
+                    "%s: parsing a %d MB mail in a child process failed (%s); parsing it here",
+                    self.source,
+                    len(data) // 1_000_000,
+                    exc,
+                )
+        # a big mail takes seconds to parse: not on the event loop
+        return await asyncio.to_thread(self._parse, data)
 
     async def _finish_pending(self, client: Any, validity: int) -> None:
         """Flag or move what a previous run committed but never flagged, then mark it done."""
@@ -396,7 +428,7 @@ class ImapWatcher:
                 log.info("%s: idle connection is gone (%s); reconnecting", self.source, exc)
                 await self._disconnect(polite=False)
         if self._client is None:
-            self._client = await self._io(self._connect_sync)
+            self._client = await self._login()
             self._last_used = time.monotonic()
             self._connections += 1
             if self._connections > 1:
@@ -404,7 +436,24 @@ class ImapWatcher:
             log.info("%s: connected", self.source)
         return self._client
 
-    def _connect_sync(self) -> Any:
+    async def _login(self) -> Any:
+        """Connect and log in: with the password, or with an OAuth2 access token (XOAUTH2).
+
+        A refused token is dropped and the login tried once more with a fresh one: the
+        provider may have revoked it before the expiry it announced.
+        """
+        tokens = self.settings.oauth2
+        if tokens is None:
+            return await self._io(self._connect_sync)
+        token = await tokens.access_token()
+        try:
+            return await self._io(self._connect_sync, token)
+        except LoginError:
+            log.info("%s: the access token was refused; getting a new one", self.source)
+            tokens.invalidate(token)
+            return await self._io(self._connect_sync, await tokens.access_token())
+
+    def _connect_sync(self, access_token: str | None = None) -> Any:
         settings = self.settings
         context = self._ssl_context or ssl.create_default_context()
         client = IMAPClient(
@@ -417,7 +466,10 @@ class ImapWatcher:
         try:
             if settings.security == "starttls":
                 client.starttls(context)
-            client.login(settings.username, settings.password)
+            if access_token is None:
+                client.login(settings.username, settings.password)
+            else:
+                client.oauth2_login(settings.username, access_token)
             self._capabilities = frozenset(bytes(c).upper() for c in client.capabilities())
             if settings.after_intake == "move" and not client.folder_exists(settings.move_to):
                 client.create_folder(settings.move_to)

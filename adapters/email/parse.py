@@ -796,14 +796,25 @@ def parse_email(
         )
 
 
-def parser_for(limits: MailConfig) -> Callable[[bytes], InboundEmail]:
-    """:func:`parse_email` with the attachment limits of the ``[mail]`` section."""
+class MailParser:
+    """:func:`parse_email` with the attachment limits of the ``[mail]`` section.
 
-    def parse(raw: bytes) -> InboundEmail:
+    A class rather than a closure so the IMAP watcher can hand a huge mail, with the
+    same limits, to a child process (``adapters/email/parse_worker.py``).
+    """
+
+    def __init__(self, max_attachment_bytes: int, max_total_attachment_bytes: int) -> None:
+        self.max_attachment_bytes = max_attachment_bytes
+        self.max_total_attachment_bytes = max_total_attachment_bytes
+
+    def __call__(self, raw: bytes) -> InboundEmail:
         return parse_email(
             raw,
-            max_attachment_bytes=limits.max_attachment_bytes,
-            max_total_attachment_bytes=limits.max_total_attachment_bytes,
+            max_attachment_bytes=self.max_attachment_bytes,
+            max_total_attachment_bytes=self.max_total_attachment_bytes,
         )
 
-    return parse
+
+def parser_for(limits: MailConfig) -> MailParser:
+    """:func:`parse_email` with the attachment limits of the ``[mail]`` section."""
+    return MailParser(limits.max_attachment_bytes, limits.max_total_attachment_bytes)

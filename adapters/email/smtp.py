@@ -18,12 +18,14 @@ import smtplib
 import ssl
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from adapters.email.compose import message_bytes
+from adapters.email.oauth2 import OAuth2Error, OAuth2Tokens, xoauth2_string
+from bot.config import MailAuth
 from bot.mail import OutgoingEmail
 from bot.ports import MailSendError
 
@@ -42,6 +44,17 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = None
     timeout: float = 30.0
+    #: "oauth2" logs in with AUTH XOAUTH2 and a token from ``oauth2`` instead of ``password``
+    auth: MailAuth = "password"
+    oauth2: OAuth2Tokens | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.auth == "oauth2" and (self.oauth2 is None or not self.username):
+            raise ValueError('SMTP auth = "oauth2" needs a username and the [mail.oauth2] tokens')
+
+
+class _TokenRefused(MailSendError):
+    """The server refused the access token: worth one more try with a fresh one."""
 
 
 class SmtpSender:
@@ -60,13 +73,34 @@ class SmtpSender:
         data = _render(message)
         sender = _envelope_address(message.sender.email)
         recipients = [_envelope_address(address.email) for address in message.to]
-        await asyncio.to_thread(self._send_sync, sender, recipients, data)
+        tokens = self._settings.oauth2 if self._settings.auth == "oauth2" else None
+        if tokens is None:
+            await asyncio.to_thread(self._send_sync, sender, recipients, data)
+        else:
+            token = await self._access_token(tokens)
+            try:
+                await asyncio.to_thread(self._send_sync, sender, recipients, data, token)
+            except _TokenRefused:
+                # revoked before its announced expiry, or clocks apart: once more, fresh
+                log.info("%s refused the access token; getting a new one", self._server)
+                tokens.invalidate(token)
+                token = await self._access_token(tokens)
+                await asyncio.to_thread(self._send_sync, sender, recipients, data, token)
         log.info("sent %s to %s via %s", message.message_id, ", ".join(recipients), self._server)
 
     def _context(self) -> ssl.SSLContext:
         return self._ssl_context or ssl.create_default_context()
 
-    def _send_sync(self, sender: str, recipients: list[str], data: bytes) -> None:
+    async def _access_token(self, tokens: OAuth2Tokens) -> str:
+        """A token for AUTH XOAUTH2; without one the reply stays queued (a setup problem)."""
+        try:
+            return await tokens.access_token()
+        except OAuth2Error as exc:
+            raise MailSendError(f"no access token for {self._server}: {exc}") from exc
+
+    def _send_sync(
+        self, sender: str, recipients: list[str], data: bytes, access_token: str | None = None
+    ) -> None:
         settings = self._settings
         try:
             smtp: smtplib.SMTP
@@ -81,7 +115,9 @@ class SmtpSender:
                 if settings.security == "starttls":
                     smtp.starttls(context=self._context())
                     smtp.ehlo()
-                if settings.username:
+                if access_token is not None:
+                    _auth_xoauth2(smtp, settings.username or "", access_token)
+                elif settings.username:
                     smtp.login(settings.username, settings.password or "")
                 refused = smtp.sendmail(sender, recipients, data)
             except BaseException:
@@ -99,6 +135,12 @@ class SmtpSender:
         except smtplib.SMTPRecipientsRefused as exc:
             raise self._recipients_error(exc.recipients) from exc
         except smtplib.SMTPAuthenticationError as exc:
+            if access_token is not None:
+                raise _TokenRefused(
+                    f"{self._server} refused the access token "
+                    f"({exc.smtp_code} {_text(exc.smtp_error)})",
+                    temporary=True,
+                ) from exc
             # A wrong password is a configuration error, not a property of this reply:
             # keep the reply queued until someone fixes it (the outbox caps the attempts).
             raise MailSendError(
@@ -140,6 +182,19 @@ class SmtpSender:
         return MailSendError(
             f"{self._server} refused the recipients ({details})", temporary=temporary
         )
+
+
+def _auth_xoauth2(smtp: smtplib.SMTP, username: str, access_token: str) -> None:
+    """AUTH XOAUTH2 with the token as initial response.
+
+    A refusal comes as a 334 challenge holding a JSON error; the client must answer it
+    with an empty line, and the server then sends the final 535.
+    """
+
+    def respond(challenge: bytes | None = None) -> str:
+        return xoauth2_string(username, access_token) if challenge is None else ""
+
+    smtp.auth("XOAUTH2", respond, initial_response_ok=True)
 
 
 def _quit_quietly(smtp: smtplib.SMTP) -> None:
