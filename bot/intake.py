@@ -539,7 +539,9 @@ class IntakeService:
 
     def _find_follow_up_target(self, repo: Repository, email: InboundEmail) -> Ticket | None:
         ticket = None
-        number = ticket_number_in_subject(email.subject)
+        number = ticket_number_in_subject(
+            email.subject, (self._config.tickets.otrs_ticket_hook,)
+        )
         if number is not None:
             ticket = repo.ticket_by_number(number)
         if ticket is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from datetime import date
@@ -39,9 +40,20 @@ def _open_for_mail(queue: QueueConfig, queues: Sequence[QueueConfig]) -> QueueCo
     return queue
 
 
-def ticket_number_in_subject(subject: str) -> str | None:
+def ticket_number_in_subject(subject: str, hooks: Sequence[str] = ()) -> str | None:
+    """The number of the first ``[Ticket#N]`` tag, else of the first ``[<hook>N]`` tag
+    for these other hooks (an imported OTRS desk's, whose requesters still use it)."""
     match = TICKET_TAG.search(subject)
+    if match is None and hooks:
+        match = _hook_tag(tuple(hooks)).search(subject)
     return match.group(1) if match else None
+
+
+@functools.lru_cache(maxsize=8)
+def _hook_tag(hooks: tuple[str, ...]) -> re.Pattern[str]:
+    """Tags of other hooks; their numbers may be short (OTRS's AutoIncrement numbers)."""
+    either = "|".join(re.escape(hook) for hook in hooks)
+    return re.compile(rf"\[(?:{either})\s*(\d{{4,20}})\]", re.IGNORECASE)
 
 
 def format_ticket_number(day: date, system_id: int, counter: int) -> str:

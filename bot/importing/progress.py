@@ -22,10 +22,12 @@ class ProgressBar:
         *,
         every: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        unit: str = "mails",
     ) -> None:
         self.stream = stream
         self.label = label
         self.total = total
+        self.unit = unit
         self.done = 0
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self._every = 0.1 if self.tty else every
@@ -50,8 +52,8 @@ class ProgressBar:
         if self.tty:
             filled = int(_WIDTH * min(share, 1.0))
             bar = "#" * filled + "." * (_WIDTH - filled)
-            return f"{self.label} [{bar}] {self.done}/{self.total} mails  {rate:.0f}/s"
-        return f"{self.label}: {self.done}/{self.total} mails ({share:.0%}, {rate:.0f}/s)"
+            return f"{self.label} [{bar}] {self.done}/{self.total} {self.unit}  {rate:.0f}/s"
+        return f"{self.label}: {self.done}/{self.total} {self.unit} ({share:.0%}, {rate:.0f}/s)"
 
     def _show(self, *, final: bool) -> None:
         if self.tty:
