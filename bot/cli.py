@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from bot import __version__
+from bot.cli_oauth2 import add_parser as add_oauth2_parser
+from bot.cli_oauth2 import run_oauth2
 from bot.config import Config, ConfigError, load_config
 from bot.logformat import setup_logging
+from bot.ports import LeasesLost
 
 log = logging.getLogger("ticketbot")
 
@@ -36,6 +39,10 @@ examples:
   ticketbot restore FILE --config new.toml             into an empty database, verified
   ticketbot erase --requester maria@example.net        what erasing her data would do
   ticketbot retention                                  which old closed tickets would go
+  ticketbot oauth2 set-token --config bot.toml         store the OAuth2 refresh token
+  ticketbot export desk.jsonl.gz                       the whole database into one file
+  ticketbot import desk.jsonl.gz --config pg.toml      ... into a new, empty database
+  ticketbot import-otrs postgresql://otrs@old/otrs     tickets from OTRS/Znuny, numbers kept
 """
 
 BACKUP_DESCRIPTION = """\
@@ -333,6 +340,13 @@ def _parser() -> argparse.ArgumentParser:
     _maintenance_arguments(retention)
     _report_parsers(sub, common)
     _import_mail_parser(sub, common)
+    from bot.importing.otrs_command import add_parser as add_import_otrs_parser
+
+    add_import_otrs_parser(sub, common)
+    from bot.transfer_cli import add_transfer_parsers
+
+    add_transfer_parsers(sub, common)
+    add_oauth2_parser(sub, common)
     return parser
 
 
@@ -1058,6 +1072,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _badge(config, args)
     if command == "import-mail":
         return _import_mail(config, args)
+    if command == "import-otrs":
+        from bot.importing.otrs_command import run as run_import_otrs
+
+        return run_import_otrs(config, args)
+    if command in ("export", "import"):
+        from bot.transfer_cli import run_export, run_import
+
+        return (run_export if command == "export" else run_import)(config, args)
+    if command == "oauth2":
+        return run_oauth2(config, args)
     try:
         if command == "demo":
             from bot.demo import run_demo
@@ -1074,6 +1098,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ticketbot: config error: {exc}", file=sys.stderr)
         return 2
+    except LeasesLost as exc:
+        # another instance may hold this one's roles by now; the supervisor restarts it
+        # as a standby (exit status 75: EX_TEMPFAIL)
+        print(f"ticketbot: stopping: {exc}", file=sys.stderr)
+        return 75
     return 0
 
 

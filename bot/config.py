@@ -28,7 +28,9 @@ T = TypeVar("T")
 
 Security = Literal["tls", "starttls", "none"]
 AfterIntake = Literal["flag", "move"]
+MailAuth = Literal["password", "oauth2"]
 _SECURITY: tuple[Security, ...] = ("tls", "starttls", "none")
+_MAIL_AUTH: tuple[MailAuth, ...] = ("password", "oauth2")
 
 
 class ConfigError(Exception):
@@ -58,6 +60,7 @@ class ImapConfig:
     after_intake: AfterIntake = "flag"
     move_to: str = ""
     timeout_seconds: float = 60.0
+    auth: MailAuth = "password"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,24 @@ class SmtpConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_seconds: float = 60.0
+    auth: MailAuth = "password"
+
+
+@dataclass(frozen=True)
+class OAuth2Config:
+    """``[mail.oauth2]``: one OAuth2 client, shared by IMAP and SMTP.
+
+    Shared because providers rotate refresh tokens: two clients refreshing the same
+    grant would each invalidate the other's token.
+    """
+
+    token_url: str
+    client_id: str = field(repr=False)
+    client_secret: str | None = field(default=None, repr=False)
+    scope: str | None = None
+    #: an environment variable that may hold the first refresh token (see docs/oauth2.md)
+    refresh_token_env: str | None = None
+    timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,7 @@ class MailConfig:
     maildir: MaildirConfig | None = None
     smtp: SmtpConfig | None = None
     files: FilesConfig | None = None
+    oauth2: OAuth2Config | None = None
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_total_attachment_bytes: int = 25 * 1024 * 1024
 
@@ -124,6 +146,9 @@ class TicketsConfig:
     claim_idle: timedelta | None = timedelta(days=3)
     #: How long a reply waits, with an Undo, before it is sent.
     undo_seconds: float = 10.0
+    #: The ticket hook of the OTRS/Znuny desk tickets were imported from
+    #: (``ticketbot import-otrs``): follow-ups tagged ``[<hook><number>]`` still land.
+    otrs_ticket_hook: str = "Ticket#"
 
 
 @dataclass(frozen=True)
@@ -309,6 +334,25 @@ class HttpConfig:
     badge_cache_seconds: float = 60.0
 
 
+#: The jobs one process can hold at a time; with several instances on one PostgreSQL,
+#: each role is held by exactly one of them (``bot/roles.py``).
+ROLES = ("intake", "matrix", "discord", "scheduler")
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """Which roles this process may take, and how quickly a standby looks for free ones."""
+
+    #: The roles this process may hold (default: all). Pinning needs PostgreSQL: on
+    #: SQLite one process holds them all and a second one waits as a standby.
+    roles: tuple[str, ...] = ROLES
+    #: Shown in logs, /healthz and the ``instance`` table; default host:pid.
+    name: str = ""
+    #: How often a standby tries to take a free role (a dead holder's role is taken over
+    #: within this many seconds of its database connection closing).
+    lease_check_seconds: float = 5.0
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -338,6 +382,7 @@ class Config:
     admins: tuple[str, ...] = ()
     reports: ReportsConfig = ReportsConfig()
     http: HttpConfig | None = None
+    instance: InstanceConfig = InstanceConfig()
 
     def is_admin(self, actor: Actor) -> bool:
         return bool({actor.user_id, *actor.roles} & set(self.admins))
@@ -575,9 +620,16 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
             preview_lines=section.positive("preview_lines", int, tickets.preview_lines),
             claim_idle=section.duration("claim_idle", tickets.claim_idle),
             undo_seconds=section.get("undo_seconds", float, tickets.undo_seconds),
+            otrs_ticket_hook=section.get("otrs_ticket_hook", str, tickets.otrs_ticket_hook),
         )
         if tickets.undo_seconds < 0:
             raise ConfigError("tickets.undo_seconds", "must be 0 (no undo) or more")
+        hook = tickets.otrs_ticket_hook
+        if len(hook) > 40 or any(c in hook for c in "[]\r\n") or hook != hook.strip():
+            raise ConfigError(
+                "tickets.otrs_ticket_hook",
+                f"must be the hook text without brackets or surrounding spaces, got {hook!r}",
+            )
         section.finish()
 
     reminders = RemindersConfig()
@@ -670,6 +722,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
             )
     reports = _read_reports(root.table("reports"), matrix, discord)
     http = _read_http(root.table("http"))
+    instance = _read_instance(root.table("instance"), storage, matrix, discord, reports)
     root.finish()
 
     config = Config(
@@ -695,6 +748,7 @@ def parse_config(data: Mapping[str, Any], path: Path, env: Mapping[str, str]) ->
         admins=admins,
         reports=reports,
         http=http,
+        instance=instance,
     )
     for index, queue in enumerate(queues):
         if not queue.bindings(config):
@@ -710,13 +764,16 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
     if section is None:
         raise ConfigError("mail", "is required: configure [mail.imap] or [mail.maildir]")
     imap = maildir = smtp = files = None
+    oauth2 = _read_oauth2(section.table("oauth2"))
     if (sub := section.table("imap")) is not None:
+        imap_auth = _mail_auth(sub, oauth2)
         imap = ImapConfig(
             host=sub.need("host", str),
             port=sub.positive("port", int, 993),
             security=cast(Security, sub.choice("security", _SECURITY, "tls")),
             username=sub.need("username", str),
-            password=sub.secret("password", required=True) or "",
+            password=sub.secret("password", required=imap_auth == "password") or "",
+            auth=imap_auth,
             folder=sub.get("folder", str, "INBOX"),
             idle=sub.get("idle", bool, True),
             poll_seconds=sub.positive("poll_seconds", float, 60.0),
@@ -736,14 +793,18 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
         )
         sub.finish()
     if (sub := section.table("smtp")) is not None:
-        username = sub.opt("username", str)
+        smtp_auth = _mail_auth(sub, oauth2)
+        username = sub.need("username", str) if smtp_auth == "oauth2" else sub.opt("username", str)
         smtp = SmtpConfig(
             host=sub.need("host", str),
             port=sub.positive("port", int, 587),
             security=cast(Security, sub.choice("security", _SECURITY, "starttls")),
             username=username,
-            password=sub.secret("password", required=username is not None),
+            password=sub.secret(
+                "password", required=username is not None and smtp_auth == "password"
+            ),
             timeout_seconds=sub.positive("timeout_seconds", float, 60.0),
+            auth=smtp_auth,
         )
         sub.finish()
     if (sub := section.table("files")) is not None:
@@ -754,6 +815,7 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
         maildir=maildir,
         smtp=smtp,
         files=files,
+        oauth2=oauth2,
         max_attachment_bytes=section.positive("max_attachment_bytes", int, 10 * 1024 * 1024),
         max_total_attachment_bytes=section.positive(
             "max_total_attachment_bytes", int, 25 * 1024 * 1024
@@ -766,7 +828,56 @@ def _read_mail(section: _Section | None, base: Path) -> MailConfig:
         raise ConfigError("mail", "no way to send replies: configure [mail.smtp] or [mail.files]")
     if smtp is not None and files is not None:
         raise ConfigError("mail.files", "give either [mail.smtp] or [mail.files], not both")
+    if oauth2 is not None and "oauth2" not in (
+        imap.auth if imap else None,
+        smtp.auth if smtp else None,
+    ):
+        raise ConfigError(
+            "mail.oauth2", 'is used by nothing: set auth = "oauth2" in [mail.imap] or [mail.smtp]'
+        )
     return mail
+
+
+def _read_oauth2(section: _Section | None) -> OAuth2Config | None:
+    """``[mail.oauth2]``: the token endpoint and the client; the refresh token is not here.
+
+    The refresh token changes (providers rotate it), so it lives in the database, put
+    there by ``ticketbot oauth2 set-token``; see docs/oauth2.md.
+    """
+    if section is None:
+        return None
+    token_url = section.need("token_url", str)
+    scheme, _sep, rest = token_url.partition("://")
+    host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    if scheme not in ("https", "http") or not host:
+        raise ConfigError(section.key("token_url"), f"must be an https:// URL, got {token_url!r}")
+    if scheme == "http" and host not in ("127.0.0.1", "::1", "localhost"):
+        # the client secret and the refresh token travel in the request body
+        raise ConfigError(
+            section.key("token_url"), f"must be https:// (http only on loopback), got {token_url!r}"
+        )
+    oauth2 = OAuth2Config(
+        token_url=token_url,
+        client_id=section.secret("client_id", required=True) or "",
+        client_secret=section.secret("client_secret", required=False),
+        scope=section.opt("scope", str),
+        refresh_token_env=section.opt("refresh_token_env", str),
+        timeout_seconds=section.positive("timeout_seconds", float, 30.0),
+    )
+    section.finish()
+    return oauth2
+
+
+def _mail_auth(section: _Section, oauth2: OAuth2Config | None) -> MailAuth:
+    """``auth`` of [mail.imap] or [mail.smtp]: "oauth2" needs [mail.oauth2] and no password."""
+    auth = cast(MailAuth, section.choice("auth", _MAIL_AUTH, "password"))
+    if auth == "oauth2":
+        if oauth2 is None:
+            raise ConfigError(section.key("auth"), '"oauth2" needs a [mail.oauth2] section')
+        for name in ("password", "password_env"):
+            if name in section.data:
+                raise ConfigError(section.key(name), 'is not used with auth = "oauth2"; remove it')
+    return auth
 
 
 def _read_backup(section: _Section | None, base: Path) -> BackupConfig:
@@ -888,6 +999,63 @@ def _read_http(section: _Section | None) -> HttpConfig | None:
         raise ConfigError("http.badge_cache_seconds", "must be 0 or more")
     section.finish()
     return http
+
+
+def _read_instance(
+    section: _Section | None,
+    storage: StorageConfig,
+    matrix: MatrixConfig | None,
+    discord: DiscordConfig | None,
+    reports: ReportsConfig,
+) -> InstanceConfig:
+    if section is None:
+        return InstanceConfig()
+    roles = section.strings("roles") if "roles" in section.data else ROLES
+    for index, role in enumerate(roles):
+        if role not in ROLES:
+            raise ConfigError(
+                f"instance.roles[{index}]",
+                f"unknown role {role!r}; the roles are {', '.join(ROLES)}",
+            )
+    if not roles:
+        raise ConfigError("instance.roles", "must name at least one role: " + ", ".join(ROLES))
+    for role, configured in (("matrix", matrix), ("discord", discord)):
+        if role in roles and configured is None and "roles" in section.data:
+            raise ConfigError("instance.roles", f"names {role!r} but there is no [{role}] section")
+    if set(roles) != set(ROLES) and storage.url.startswith("sqlite:"):
+        raise ConfigError(
+            "instance.roles",
+            "pinning roles to processes needs PostgreSQL ([storage] url = postgresql://...): "
+            "on SQLite one process holds every role and another one waits as a standby",
+        )
+    if "scheduler" in roles and reports.weekly_at is not None:
+        # the weekly report is posted by the scheduler's holder, on its own connections
+        for platform, room in (
+            ("matrix", reports.matrix_room),
+            ("discord", reports.discord_channel),
+        ):
+            if room and platform not in roles:
+                raise ConfigError(
+                    "instance.roles",
+                    f"has 'scheduler' without {platform!r}: the weekly report ([reports]) is "
+                    f"posted to {platform} by the process holding 'scheduler', so pin both "
+                    "together",
+                )
+    instance = InstanceConfig(
+        roles=tuple(dict.fromkeys(roles)),
+        name=section.get("name", str, ""),
+        lease_check_seconds=section.positive("lease_check_seconds", float, 5.0),
+    )
+    if instance.lease_check_seconds > 9:
+        # a takeover: up to one check to see the role free, then one check plus 12 s for
+        # a holder that lost its lease to notice (bot/roles.py): 2 x 9 + 12 = 30 s
+        raise ConfigError(
+            "instance.lease_check_seconds",
+            f"must be at most 9 (a standby must take over within 30 s), got "
+            f"{instance.lease_check_seconds:g}",
+        )
+    section.finish()
+    return instance
 
 
 def _read_matrix(section: _Section | None) -> MatrixConfig | None:

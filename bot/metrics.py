@@ -49,6 +49,12 @@ class Metrics:
     commands: dict[str, Histogram] = field(default_factory=dict)
     #: When each mail source last checked its mailbox successfully.
     mail_checked_at: dict[str, datetime] = field(default_factory=dict)
+    #: This process's roles: held (True) or standing by for (False); see bot/roles.py.
+    roles: dict[str, bool] = field(default_factory=dict)
+    #: When this process took each role it holds.
+    roles_since: dict[str, datetime] = field(default_factory=dict)
+    #: This process's name and id in the instance register.
+    instance: str = ""
 
     def observe_command(self, name: str, seconds: float) -> None:
         self.commands.setdefault(name, Histogram()).observe(seconds)

@@ -25,7 +25,7 @@ from bot.domain import Article, ArticleKind, SendState
 from bot.faults import checkpoint
 from bot.mail import Address, OutgoingEmail
 from bot.metrics import Metrics
-from bot.ports import Clock, MailSender, MailSendError, StoreUnavailable
+from bot.ports import Clock, Leases, MailSender, MailSendError, SoleLeases, StoreUnavailable
 from bot.privacy import hide_requester, mask_article, mask_ticket, pseudonym, pseudonym_key
 from bot.replies import strip_quoted
 from bot.repository import ChatPost, OutboxItem, Repository, Store
@@ -36,8 +36,10 @@ EMAIL = "email"
 _BATCH = 50
 
 
-def _due_items(channel: str, now: datetime) -> Callable[[Repository], list[OutboxItem]]:
-    return lambda repo: repo.due_outbox(channel, now, _BATCH)
+def _claim(
+    channel: str, now: datetime, instance_id: int, gone: list[int]
+) -> Callable[[Repository], list[OutboxItem]]:
+    return lambda repo: repo.claim_outbox(channel, now, _BATCH, instance_id, gone)
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,26 @@ class OutboxDispatcher:
         *,
         uploads: frozenset[str] = frozenset(),
         metrics: Metrics | None = None,
+        leases: Leases | None = None,
     ) -> None:
-        """``uploads`` names the chat platforms that are handed attachment bytes."""
+        """``uploads`` names the chat platforms that are handed attachment bytes.
+
+        ``leases`` tells which other instances are alive, so their claimed items are left
+        to them and a dead one's are taken over; without it this process is alone.
+        """
         self._uploads = uploads
+        self._leases: Leases = leases or SoleLeases()
+        #: This process's id in the instance register; its claims carry it.
+        self.instance_id = 0
+        #: Channels this process carries out (None: all). A chat channel is worked only by
+        #: the instance holding that platform's connection.
+        self._active: set[str] | None = None
+        #: The longest a worker sleeps without a wake-up: other instances add items too.
+        self.poll_seconds = 60.0
+        #: How long another instance's liveness lock must have been free before its
+        #: claims are taken over (it may still be finishing an item; see bot/roles.py).
+        self.takeover_grace = 0.0
+        self._free_since: dict[int, float] = {}
         self._live = as_live(config)
         self.metrics = metrics or Metrics()
         self._store = store
@@ -94,6 +113,20 @@ class OutboxDispatcher:
             channels.append(EMAIL)
         return channels
 
+    def only(self, channels: set[str]) -> None:
+        """Carry out only these channels from now on (more are added by :meth:`activate`)."""
+        self._active = set(channels)
+
+    def activate(self, channel: str) -> None:
+        """Start carrying out ``channel`` here (this process took its platform's role)."""
+        if self._active is not None:
+            self._active.add(channel)
+        self.wake()
+
+    @property
+    def active_channels(self) -> list[str]:
+        return [c for c in self.channels if self._active is None or c in self._active]
+
     def wake(self) -> None:
         """Called after a commit that may have added items: the workers look at once."""
         for event in self._wake_events.values():
@@ -105,14 +138,23 @@ class OutboxDispatcher:
             for channel in self.channels:
                 group.create_task(self._worker(channel), name=f"outbox-{channel}")
 
+    async def run_channel(self, channel: str) -> None:
+        """The worker of one channel, until cancelled (the instance's roles start these)."""
+        self.activate(channel)
+        await self._worker(channel)
+
     async def _worker(self, channel: str) -> None:
         event = self._wake_events.setdefault(channel, asyncio.Event())
         while True:
             event.clear()
             wait = 5.0
             try:
-                await self.drain(channel)
+                done = await self.drain(channel)
                 wait = await self._seconds_until_due(channel)
+                if done == 0 and wait <= 0.05:
+                    # due, yet nothing was done: it waits behind another instance's claim
+                    # or an earlier item's retry. Look again in a while, not in a tight loop.
+                    wait = 1.0
             except Exception:
                 # a database or platform hiccup must not end the worker (and with it
                 # the whole task group): log it and look again shortly
@@ -123,8 +165,8 @@ class OutboxDispatcher:
     async def _seconds_until_due(self, channel: str) -> float:
         due = await self._store.run(lambda repo: repo.next_outbox_due(channel))
         if due is None:
-            return 60.0
-        return max(0.05, min(60.0, (due - self._clock.now()).total_seconds()))
+            return self.poll_seconds
+        return max(0.05, min(self.poll_seconds, (due - self._clock.now()).total_seconds()))
 
     async def drain(self, channel: str) -> int:
         """Carry out every item due now on ``channel``; return how many succeeded."""
@@ -133,27 +175,47 @@ class OutboxDispatcher:
 
     async def _drain_locked(self, channel: str) -> int:
         done = 0
+        me = self.instance_id
         while True:
             now = self._clock.now()
-            items = await self._store.run(_due_items(channel, now))
+            # items another instance claimed stay its own while it lives; a dead one's
+            # (its liveness lock free) are taken over
+            others = await self._store.run(lambda repo: repo.outbox_claimants(channel, me))
+            gone = await self._gone(others) if others else []
+            items = await self._store.run(_claim(channel, now, me, gone))
             if not items:
                 return done
             # due_outbox gives at most each ticket's oldest pending item, so a ticket's
             # posts stay in order even while one of them waits for its retry
             progressed = False
             for item in items:
+                self._leases.held()  # a lost lease: stop before the next item, not after
                 if await self._attempt(channel, item):
                     done += 1
                     progressed = True
             if not progressed:
                 return done
 
+    async def _gone(self, others: list[int]) -> list[int]:
+        """Those of ``others`` (instances holding claims) that have surely stopped."""
+        alive = await self._leases.alive(others)
+        moment = asyncio.get_running_loop().time()
+        gone = []
+        for instance in others:
+            if instance in alive:
+                self._free_since.pop(instance, None)
+                continue
+            since = self._free_since.setdefault(instance, moment)
+            if moment - since >= self.takeover_grace:
+                gone.append(instance)
+        return sorted(gone)
+
     async def drain_all(self) -> int:
         """Drain every channel until nothing is due (the demo and tests use it)."""
         total = 0
         while True:
             count = 0
-            for channel in self.channels:
+            for channel in self.active_channels:
                 count += await self.drain(channel)
             total += count
             if count == 0:

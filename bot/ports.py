@@ -130,3 +130,66 @@ class RoomInspector(Protocol):
     listed in the directory, a Discord channel @everyone can read."""
 
     async def check_room(self, room: str) -> RoomCheck: ...
+
+
+class LeasesLost(Exception):
+    """The connection that holds this process's roles is gone: another process may hold
+    them by now, so this one must stop doing their work at once."""
+
+
+class InstanceIdTaken(Exception):
+    """Another live process holds this instance id's liveness lock."""
+
+
+class Leases(Protocol):
+    """Who holds which role among the processes sharing one database, and who is alive.
+
+    A lease lasts as long as the process's own connection to the database (PostgreSQL
+    advisory locks; on SQLite a lock on a file beside the database), so a killed process
+    loses its roles the moment the operating system closes its connection, and nothing
+    has to expire.
+    """
+
+    async def start(self, instance_id: int) -> None:
+        """Take this instance's own liveness lock (others read it with :meth:`alive`)."""
+
+    async def try_acquire(self, role: str) -> bool:
+        """Take ``role`` if nobody holds it; True when this process holds it now."""
+
+    async def check(self) -> None:
+        """Raise :class:`LeasesLost` when the locks held may have been lost."""
+
+    def held(self) -> None:
+        """Raise :class:`LeasesLost` at once if a check already found them lost."""
+
+    async def alive(self, instance_ids: Sequence[int]) -> set[int]:
+        """Those of ``instance_ids`` whose process still runs (holds its liveness lock)."""
+
+    async def close(self) -> None:
+        """Give everything back (a clean stop hands the roles over at once)."""
+
+
+class SoleLeases:
+    """Leases for a process that is alone on its database (tests, the demo, ``:memory:``):
+    every role is granted and no other instance is ever alive."""
+
+    def __init__(self) -> None:
+        self.instance_id = 0
+
+    async def start(self, instance_id: int) -> None:
+        self.instance_id = instance_id
+
+    async def try_acquire(self, role: str) -> bool:
+        return True
+
+    async def check(self) -> None:
+        return None
+
+    def held(self) -> None:
+        return None
+
+    async def alive(self, instance_ids: Sequence[int]) -> set[int]:
+        return {i for i in instance_ids if i == self.instance_id}
+
+    async def close(self) -> None:
+        return None

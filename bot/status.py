@@ -108,9 +108,17 @@ class StatusService:
             ok = False
             details["database"] = f"unavailable: {exc}"
         mail: dict[str, object] = {}
+        standby = self.metrics.roles.get("intake") is False
         for source in self._mail_sources:
+            if standby:  # another instance takes the mail in: nothing to be stale here
+                mail[source] = {"last_check": None, "state": "standby"}
+                continue
             checked = self.metrics.mail_checked_at.get(source)
-            since = now - (checked or self._started)
+            # counted from the last good check (or the start), but not from before this
+            # process took the mail in: a standby that just took over has had no chance
+            last = checked or self._started
+            taken = self.metrics.roles_since.get("intake")
+            since = now - (max(last, taken) if taken is not None else last)
             stale = since > MAIL_STALE
             ok = ok and not stale
             mail[source] = {
@@ -119,6 +127,13 @@ class StatusService:
             }
         if mail:
             details["mail"] = mail
+        if self.metrics.instance:
+            # a standby is healthy: it holds nothing because another instance does
+            details["instance"] = self.metrics.instance
+            details["roles_held"] = sorted(r for r, held in self.metrics.roles.items() if held)
+            details["standing_by_for"] = sorted(
+                r for r, held in self.metrics.roles.items() if not held
+            )
         return Health(ok, details)
 
     async def snapshot(self) -> Snapshot:

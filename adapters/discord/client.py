@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -78,6 +79,9 @@ class TicketbotClient(discord.Client):
         )
         self.on_setup: Callable[[], Awaitable[None]] | None = None
         self.reactions: ReactionHandler | None = None
+        #: Reconnects counted for /metrics; the composition root shares its counter.
+        self.reconnects: Counter[str] = Counter()
+        self._connected_once = False
 
     async def setup_hook(self) -> None:
         if self.on_setup is not None:
@@ -89,6 +93,14 @@ class TicketbotClient(discord.Client):
 
     async def on_resumed(self) -> None:
         log.info("discord: connection resumed")
+        self.reconnects["discord"] += 1
+
+    async def on_connect(self) -> None:
+        # a new gateway session after the first (resuming failed, or Discord asked for
+        # a fresh one) is a reconnect too
+        if self._connected_once:
+            self.reconnects["discord"] += 1
+        self._connected_once = True
 
 
 class DiscordAdapter:

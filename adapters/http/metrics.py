@@ -51,6 +51,14 @@ class _SnapshotCollector(Collector):
         for adapter, count in sorted(metrics.reconnects.items()):
             reconnects.add_metric([adapter], count)
         yield reconnects
+        roles = GaugeMetricFamily(
+            "ticketbot_role_held",
+            "1 when this process holds the role, 0 when it stands by for it",
+            labels=["role"],
+        )
+        for role, held in sorted(metrics.roles.items()):
+            roles.add_metric([role], 1.0 if held else 0.0)
+        yield roles
         latency = HistogramMetricFamily(
             "ticketbot_command_seconds", "Time to carry out a command", labels=["command"]
         )

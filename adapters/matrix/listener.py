@@ -20,6 +20,7 @@ import contextlib
 import logging
 import ssl as ssl_module
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,6 +70,8 @@ class MatrixAdapter:
         ssl: bool | ssl_module.SSLContext = True,
         client_config: nio.AsyncClientConfig | None = None,
     ) -> None:
+        #: Reconnects counted for /metrics; the composition root shares its counter.
+        self.reconnects: Counter[str] = Counter()
         self.config = config
         self._queue_rooms = _queue_rooms(queues)
         self._commands = commands
@@ -165,12 +168,18 @@ class MatrixAdapter:
         """
         backoff = FIRST_BACKOFF
         self._running = True
+        failing = False
         try:
             while not self._stopping.is_set():
                 try:
                     await self._sync_once()
                     backoff = FIRST_BACKOFF
+                    if failing:  # the homeserver answers again: a reconnect, for /metrics
+                        failing = False
+                        self.reconnects["matrix"] += 1
+                        log.info("matrix: sync works again")
                 except Exception as exc:
+                    failing = True
                     log.warning("matrix sync failed (%s); retrying in %.0f s", exc, backoff)
                     if await self._stopped_within(backoff):
                         break

@@ -128,3 +128,40 @@ async def test_metrics_in_the_prometheus_text_format(served: tuple[Desk, str]) -
     assert (
         samples[("ticketbot_command_seconds_bucket", (("command", "claim"), ("le", "+Inf")))] == 1
     )
+
+
+async def test_a_standby_is_healthy_and_says_which_roles_it_waits_for(
+    served: tuple[Desk, str],
+) -> None:
+    """Another instance takes the mail in: its mailbox is nothing this one can be late with."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    desk, base = served
+    metrics = desk.intake.metrics
+    metrics.instance = "desk-2 (id 7)"
+    metrics.roles = {"intake": False, "matrix": False, "scheduler": False}
+    desk.clock.advance(60 * 60)  # an hour with no check of its own
+    status, _, body = await get(f"{base}/healthz")
+    health = json.loads(body)
+    assert status == 200, body
+    assert health["mail"][SOURCE]["state"] == "standby"
+    assert health["instance"] == "desk-2 (id 7)" and health["roles_held"] == []
+    assert health["standing_by_for"] == ["intake", "matrix", "scheduler"]
+
+    # it takes intake over: from then on its own checks count, from when it took the role
+    metrics.roles = {"intake": True, "matrix": True, "scheduler": True}
+    metrics.roles_since["intake"] = desk.clock.now()
+    status, _, body = await get(f"{base}/healthz")
+    assert status == 200 and json.loads(body)["mail"][SOURCE]["state"] == "ok"
+    desk.clock.advance(20 * 60)
+    status, _, body = await get(f"{base}/healthz")
+    assert status == 503 and json.loads(body)["mail"][SOURCE]["state"] == "stale"
+
+    _, _, text = await get(f"{base}/metrics")
+    held = {
+        s.labels["role"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "ticketbot_role_held"
+    }
+    assert held == {"intake": 1.0, "matrix": 1.0, "scheduler": 1.0}
