@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from datetime import UTC, datetime
+from typing import Any
 
 #: Ticket numbers: a date, a two-digit system id and a six-digit counter.
 _TICKET = re.compile(r"(?<!\d)(20\d{6}\d{2}\d{6})(?!\d)")
@@ -39,16 +41,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the moment of each line.
+
+    A plain StreamHandler keeps the stream it was made with; when that is replaced (a
+    test capturing output, a daemon redirecting it), later lines go to a closed file.
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
-    """Configure the root logger once, to standard error."""
-    handler = logging.StreamHandler()
+    """Configure the root logger, to standard error; calling it again replaces its handler
+    (and only its own: a test's log capture stays)."""
+    handler = _StderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, _StderrHandler) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level))
     for noisy in ("apscheduler", "nio", "peewee", "aiohttp"):
