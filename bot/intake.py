@@ -252,6 +252,9 @@ class IntakeService:
             f"{format_duration(flood.window)}: more mail from them is grouped in this ticket, "
             "not posted one by one (show lists it; spam stops it).",
         )
+        # what is still to be posted of this sender's tickets waits behind everyone
+        # else's: a real ticket arriving now is not posted behind the flood's backlog
+        repo.defer_outbox_of_requester(ticket.requester_email, now - flood.window)
 
     def _group(
         self, repo: Repository, ticket: Ticket, email: InboundEmail, key: MailKey, now: datetime
@@ -271,6 +274,7 @@ class IntakeService:
                     now,
                     payload={"text": f"🌊 {grouped} mails grouped in this ticket so far"},
                 )
+            repo.defer_outbox_of_requester(ticket.requester_email, now - self._config.flood.window)
         repo.record_intake(key, email.message_id, ticket.id, now)
         self._advance_cursor(repo, key)
         return IntakeOutcome(ticket.number, False, False)
@@ -539,9 +543,7 @@ class IntakeService:
 
     def _find_follow_up_target(self, repo: Repository, email: InboundEmail) -> Ticket | None:
         ticket = None
-        number = ticket_number_in_subject(
-            email.subject, (self._config.tickets.otrs_ticket_hook,)
-        )
+        number = ticket_number_in_subject(email.subject, (self._config.tickets.otrs_ticket_hook,))
         if number is not None:
             ticket = repo.ticket_by_number(number)
         if ticket is None:

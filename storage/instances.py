@@ -152,7 +152,7 @@ class InstanceQueries:
                 & free
                 & ~fn.EXISTS(earlier)
             )
-            .order_by(m.OutboxEntry.id)
+            .order_by(m.OutboxEntry.priority, m.OutboxEntry.id)
             .limit(limit)
         )
         db = m.database_proxy.obj
@@ -166,6 +166,18 @@ class InstanceQueries:
                 m.OutboxEntry.id.in_([row.id for row in rows])
             ).execute()
         return [_item(row) for row in rows]
+
+    def defer_outbox_of_requester(self, address: str, since: datetime) -> int:
+        """A flood started: the posts still waiting for the sender's recent tickets wait
+        behind everything else (the tickets keep their own order)."""
+        tickets = m.Ticket.select(m.Ticket.id).where(
+            (m.Ticket.requester_email == address) & (m.Ticket.created_at >= since)
+        )
+        return int(
+            m.OutboxEntry.update(priority=1)
+            .where(m.OutboxEntry.state.in_(WAITING) & m.OutboxEntry.ticket.in_(tickets))
+            .execute()
+        )
 
     def lock_startup(self) -> None:
         """Start-up steps one instance at a time, until this transaction ends (PostgreSQL)."""

@@ -209,6 +209,8 @@ class OutboxEntry(BaseModel):
     done_at = UtcDateTimeField(null=True)
     #: The instance carrying the item out now (schema step 6); None: nobody.
     claimed_by = IntegerField(null=True, index=True)
+    #: 0; 1 for a flooding sender's posts, carried out when nothing else is due.
+    priority = IntegerField(default=0)
 
     class Meta:
         table_name = "outbox"

@@ -7,6 +7,8 @@
   the item only when that one is gone (its liveness lock is free), so two instances
   never carry out the same item, and a killed one's items are taken over at once.
 
+- ``outbox.priority``: 0, or 1 for a flooding sender's posts, which wait while anything
+  else is due, so a real ticket is not posted behind a flood's backlog.
 - PostgreSQL only: the IMAP numbers (``mailbox_cursor.validity``/``last_uid``,
   ``intake_record.validity``) become BIGINT: a UIDVALIDITY or UID may be up to
   2**32 - 1, past PostgreSQL's ``integer``. (SQLite's INTEGER already holds them.)
@@ -32,6 +34,7 @@ _STATEMENTS = [
         '"stopped_at" {ts})'
     ),
     'ALTER TABLE "outbox" ADD COLUMN "claimed_by" INTEGER',
+    'ALTER TABLE "outbox" ADD COLUMN "priority" INTEGER NOT NULL DEFAULT 0',
     'CREATE INDEX "outbox_claimed_by" ON "outbox" ("claimed_by")',
 ]
 

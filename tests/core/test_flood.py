@@ -84,3 +84,20 @@ async def test_a_flood_ticket_marked_spam_takes_further_mail_silently(tmp_path: 
         assert flood is not None and flood.state is TicketState.SPAM
     finally:
         await desk.store.close()
+
+
+async def test_a_real_ticket_is_posted_before_the_floods_backlog(tmp_path: Path) -> None:
+    """The posts still waiting for a flooding sender's tickets go after everyone else's."""
+    desk = await make_desk(tmp_path, extra=FLOOD)
+    try:
+        for index in range(8):  # five tickets, the flood's own, two grouped: nothing posted yet
+            await desk.receive(mail(f"Spam {index}", sender="flood@example.com"))
+        real = await desk.receive(mail("A real question", sender="maria@example.net"))
+        await desk.flush()
+        roots = [p.ticket.number for p in desk.chat.posts if p.kind == "ticket"]
+        assert roots[0] == real.ticket_number, roots
+        assert len(roots) == 7, "the flood's six are still all posted, after it"
+        flood_roots = roots[1:]
+        assert flood_roots == sorted(flood_roots), "in their own order"
+    finally:
+        await desk.store.close()
