@@ -33,7 +33,10 @@ from bot.repository import ChatPost, OutboxItem, Repository, Store
 log = logging.getLogger(__name__)
 
 EMAIL = "email"
-_BATCH = 50
+#: Items claimed at a time: few, so a post that became urgent (a real ticket during a
+#: flood, whose backlog waits behind it) is not stuck behind a long claimed batch while
+#: the platform rate-limits each send.
+_BATCH = 10
 
 
 def _claim(
@@ -94,6 +97,8 @@ class OutboxDispatcher:
         self._gateways = dict(gateways)
         self._sender = sender
         self._wake_events: dict[str, asyncio.Event] = {}
+        #: Channels told of new work since their last claim (see _drain_locked).
+        self._new_work: set[str] = set()
         # One drain at a time per channel: the worker and drain_all must never
         # carry out the same item twice.
         self._locks: dict[str, asyncio.Lock] = {}
@@ -131,6 +136,7 @@ class OutboxDispatcher:
         """Called after a commit that may have added items: the workers look at once."""
         for event in self._wake_events.values():
             event.set()
+        self._new_work = set(self._wake_events)
 
     async def run(self) -> None:
         """One worker per channel, until cancelled."""
@@ -182,6 +188,7 @@ class OutboxDispatcher:
             # (its liveness lock free) are taken over
             others = await self._store.run(lambda repo: repo.outbox_claimants(channel, me))
             gone = await self._gone(others) if others else []
+            self._new_work.discard(channel)
             items = await self._store.run(_claim(channel, now, me, gone))
             if not items:
                 return done
@@ -193,6 +200,11 @@ class OutboxDispatcher:
                 if await self._attempt(channel, item):
                     done += 1
                     progressed = True
+                if channel in self._new_work:
+                    # work came in (perhaps a real ticket during a flood, whose backlog
+                    # was just put behind it): claim again, in priority order; what this
+                    # round claimed stays ours and comes back in that order
+                    break
             if not progressed:
                 return done
 
