@@ -560,6 +560,7 @@ async def build_app(
         matrix = MatrixAdapter(config.matrix, live.current.queues, commands)
         gateways["matrix"] = matrix.gateway
         matrix.reconnects = metrics.reconnects
+        matrix.connections = metrics.connections
         commands.set_room_inspector("matrix", matrix.inspector)
         matrix.apply_config(live.current)  # admins and rooms as stored, from the start
         live.on_change(matrix.apply_config)
@@ -570,6 +571,7 @@ async def build_app(
         discord = DiscordAdapter(config.discord, live.current.queues, commands)
         gateways["discord"] = discord.gateway
         discord.client.reconnects = metrics.reconnects
+        discord.client.connections = metrics.connections
         commands.set_room_inspector("discord", discord.inspector)
         discord.apply_config(live.current)
         live.on_change(discord.apply_config)

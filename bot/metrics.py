@@ -53,6 +53,9 @@ class Metrics:
     roles: dict[str, bool] = field(default_factory=dict)
     #: When this process took each role it holds.
     roles_since: dict[str, datetime] = field(default_factory=dict)
+    #: Each chat connection's state ("ok", "failing: ...", "disconnected"), set by the
+    #: adapters of the platforms this process holds.
+    connections: dict[str, str] = field(default_factory=dict)
     #: This process's name and id in the instance register.
     instance: str = ""
 

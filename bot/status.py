@@ -127,6 +127,10 @@ class StatusService:
             }
         if mail:
             details["mail"] = mail
+        if self.metrics.connections:
+            # informational: a chat platform that is away delays posts, it loses nothing,
+            # and the adapter keeps retrying; the mailbox and database decide the status
+            details["chat"] = dict(sorted(self.metrics.connections.items()))
         if self.metrics.instance:
             # a standby is healthy: it holds nothing because another instance does
             details["instance"] = self.metrics.instance

@@ -81,6 +81,8 @@ class TicketbotClient(discord.Client):
         self.reactions: ReactionHandler | None = None
         #: Reconnects counted for /metrics; the composition root shares its counter.
         self.reconnects: Counter[str] = Counter()
+        #: This connection's state for /healthz ("ok", "disconnected"), shared likewise.
+        self.connections: dict[str, str] = {}
         self._connected_once = False
 
     async def setup_hook(self) -> None:
@@ -94,6 +96,10 @@ class TicketbotClient(discord.Client):
     async def on_resumed(self) -> None:
         log.info("discord: connection resumed")
         self.reconnects["discord"] += 1
+        self.connections["discord"] = "ok"
+
+    async def on_disconnect(self) -> None:
+        self.connections["discord"] = "disconnected"
 
     async def on_connect(self) -> None:
         # a new gateway session after the first (resuming failed, or Discord asked for
@@ -101,6 +107,7 @@ class TicketbotClient(discord.Client):
         if self._connected_once:
             self.reconnects["discord"] += 1
         self._connected_once = True
+        self.connections["discord"] = "ok"
 
 
 class DiscordAdapter:

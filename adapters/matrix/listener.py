@@ -72,6 +72,8 @@ class MatrixAdapter:
     ) -> None:
         #: Reconnects counted for /metrics; the composition root shares its counter.
         self.reconnects: Counter[str] = Counter()
+        #: This connection's state for /healthz ("ok", "failing: ..."), shared likewise.
+        self.connections: dict[str, str] = {}
         self.config = config
         self._queue_rooms = _queue_rooms(queues)
         self._commands = commands
@@ -174,12 +176,14 @@ class MatrixAdapter:
                 try:
                     await self._sync_once()
                     backoff = FIRST_BACKOFF
+                    self.connections["matrix"] = "ok"
                     if failing:  # the homeserver answers again: a reconnect, for /metrics
                         failing = False
                         self.reconnects["matrix"] += 1
                         log.info("matrix: sync works again")
                 except Exception as exc:
                     failing = True
+                    self.connections["matrix"] = f"failing: {exc}"[:200]
                     log.warning("matrix sync failed (%s); retrying in %.0f s", exc, backoff)
                     if await self._stopped_within(backoff):
                         break

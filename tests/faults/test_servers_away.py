@@ -42,6 +42,7 @@ import pytest
 from bot.app import App, build_app
 from bot.config import parse_config
 from bot.domain import ArticleKind, SendState
+from bot.status import StatusService
 from tests.servers.dovecot import (
     LOOPBACK,
     DovecotStartError,
@@ -490,6 +491,13 @@ async def test_matrix_server_away_ticket_stored_at_once_posted_once_when_back(
             assert time.monotonic() - appended_at < 10, "intake waited for Matrix"
             await asyncio.sleep(0.1)
         stored_after = time.monotonic() - appended_at
+        metrics = app.dispatcher.metrics
+        while not metrics.connections.get("matrix", "").startswith("failing"):
+            assert time.monotonic() - down_at < 60, f"/healthz: {metrics.connections}"
+            await asyncio.sleep(0.2)
+        health = await StatusService(app.live, app.store, app.clock, metrics).health()
+        chat = health.details["chat"]
+        assert isinstance(chat, dict) and str(chat["matrix"]).startswith("failing"), health
         assert ticket.number != first_number
         pending = await app.store.run(lambda repo: repo.outbox_pending_count("matrix"))
         assert pending >= 1, "the post waits in the outbox"
@@ -514,6 +522,8 @@ async def test_matrix_server_away_ticket_stored_at_once_posted_once_when_back(
         await asyncio.sleep(1.0)  # a doubled post would show now
         roots = await asyncio.to_thread(room.roots)
         thread = await asyncio.to_thread(room.thread, roots[ticket.number][0])
+        assert metrics.connections["matrix"] == "ok", "/healthz says the connection is back"
+        assert metrics.reconnects["matrix"] >= 1, "/metrics counts the reconnect"
 
     assert sorted(roots) == sorted([first_number, ticket.number])
     assert len(roots[first_number]) == 1, "the ticket posted before the outage is not posted again"

@@ -151,8 +151,10 @@ async def test_a_standby_is_healthy_and_says_which_roles_it_waits_for(
     # it takes intake over: from then on its own checks count, from when it took the role
     metrics.roles = {"intake": True, "matrix": True, "scheduler": True}
     metrics.roles_since["intake"] = desk.clock.now()
+    metrics.connections["matrix"] = "failing: homeserver away"  # shown, not fatal: posts wait
     status, _, body = await get(f"{base}/healthz")
     assert status == 200 and json.loads(body)["mail"][SOURCE]["state"] == "ok"
+    assert json.loads(body)["chat"] == {"matrix": "failing: homeserver away"}
     desk.clock.advance(20 * 60)
     status, _, body = await get(f"{base}/healthz")
     assert status == 503 and json.loads(body)["mail"][SOURCE]["state"] == "stale"
