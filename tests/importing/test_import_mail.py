@@ -9,13 +9,11 @@ follow-up landing in the imported ticket through intake.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import mailbox
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -24,13 +22,12 @@ from typing import Any
 
 import pytest
 
-from bot.cli import main
 from bot.domain import ArticleKind, SendState, TicketState
 from bot.importing.mail import SourceMail, group_threads
 from bot.importing.progress import ProgressBar
 from bot.mail import Address, InboundEmail
 from storage import models
-from storage.store import SqlStore
+from tests.cli_runs import Run, read_db, run_command
 from tests.core.conftest import mail, make_desk
 
 OLD_TAG = "[Ticket#2019050110000042]"  # a number from the desk's previous system
@@ -164,31 +161,8 @@ def make_mbox(path: Path, mails: list[bytes]) -> Path:
     return path
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def figure(self, label: str) -> int:
-        found = re.search(rf"^{label}:\s+(\d+)", self.out, re.M)
-        assert found, (label, self.out)
-        return int(found.group(1))
-
-
 async def run(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
-    """The command as a person runs it; on a thread of its own, since it runs its own loop."""
-    code = await asyncio.to_thread(main, ["import-mail", *args])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
-
-
-async def read_db(url: str, work: Any) -> Any:
-    store = await SqlStore.open(url)
-    try:
-        return await store.run(work)
-    finally:
-        await store.close()
+    return await run_command(capsys, "import-mail", *args)
 
 
 def snapshot(repo: Any) -> dict[str, Any]:

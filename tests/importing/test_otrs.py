@@ -11,10 +11,8 @@ taken in from a Maildir by the real intake.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import random
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,13 +27,12 @@ from psycopg2 import sql
 
 from adapters.email.maildir import MaildirSource
 from adapters.email.parse import parser_for
-from bot.cli import main
 from bot.config import ConfigError
 from bot.domain import ArticleKind, SendState, TicketState
 from bot.importing.otrs import OtrsMappingError, resolve_queues
 from bot.routing import ticket_number_in_subject
 from storage import models
-from storage.store import SqlStore
+from tests.cli_runs import Run, read_db, run_command
 from tests.core.conftest import desk_config, mail, make_desk
 from tests.servers.postgres import connect
 
@@ -408,33 +405,11 @@ volunteers = ["@alice:example.org"]
     return path
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def figure(self, label: str) -> int:
-        found = re.search(rf"^{label}:\s+(\d+)", self.out, re.M)
-        assert found, (label, self.out, self.err)
-        return int(found.group(1))
-
-
 MAP = ["--queue-map", "Support::Press=press", "Ünïcode Fragen=press", "--default-queue", "info"]
 
 
 async def run(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
-    code = await asyncio.to_thread(main, ["import-otrs", *args])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
-
-
-async def read_db(url: str, work: Any) -> Any:
-    store = await SqlStore.open(url)
-    try:
-        return await store.run(work)
-    finally:
-        await store.close()
+    return await run_command(capsys, "import-otrs", *args)
 
 
 def snapshot(repo: Any) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from storage.backup import (
     restore,
 )
 from storage.migrations import LATEST
+from tests.cli_runs import write_desk_config
 from tests.core.conftest import ALICE, Desk, mail, make_desk
 from tests.servers.postgres import connect
 
@@ -694,42 +695,12 @@ async def test_backup_replaces_an_older_backup_but_nothing_else(tmp_path: Path) 
 # --- the command line ------------------------------------------------------------------------
 
 
-def write_config(folder: Path, url: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "bot.toml"
-    path.write_text(
-        f"""
-[storage]
-url = "{url}"
-
-[mail.maildir]
-path = "mail"
-
-[mail.files]
-path = "out"
-
-[console]
-enabled = true
-user = "@alice:example.org"
-
-[[queue]]
-name = "info"
-addresses = ["info@example.org"]
-volunteers = ["@alice:example.org"]
-default = true
-console = true
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 async def test_cli_backup_and_restore_end_to_end(
     backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await filled_desk(tmp_path, backend.source)
-    live = write_config(tmp_path / "live", backend.source)
-    new = write_config(tmp_path / "new", backend.target)
+    live = write_desk_config(tmp_path / "live", backend.source)
+    new = write_desk_config(tmp_path / "new", backend.target)
     folder = tmp_path / "backups"
     folder.mkdir()
     for old in ("ticketbot-20200101-000000.db", "ticketbot-20200102-000000.dump"):

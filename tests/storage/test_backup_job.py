@@ -22,9 +22,9 @@ from bot.config import BackupConfig, ConfigError, load_config
 from bot.ports import StoreUnavailable
 from storage.backup import BackupError, backup, backup_kind
 from storage.store import SqlStore
+from tests.cli_runs import write_desk_config as write_config
 from tests.core.conftest import desk_config, mail, make_desk
 from tests.fakes import FakeClock
-from tests.storage.test_backup import write_config
 
 NIGHT = datetime(2026, 11, 23, 1, 0, tzinfo=UTC)
 

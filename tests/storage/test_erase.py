@@ -28,8 +28,9 @@ from bot.repository import SearchQuery
 from storage.backup import BackupError, backup_kind
 from storage.erase import erase, plan_erasure
 from storage.maintenance import MaintenanceError, StaleCode
+from tests.cli_runs import write_desk_config as write_config
 from tests.core.conftest import ALICE, Desk, mail, make_desk
-from tests.storage.test_backup import table_rows, write_config
+from tests.storage.test_backup import table_rows
 
 MARIA = "maria@example.net"
 LOGO = b"\x89PNG logo shared by everyone" * 50

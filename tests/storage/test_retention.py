@@ -31,8 +31,9 @@ from storage import models
 from storage.backup import BackupError
 from storage.maintenance import MaintenanceError, StaleCode
 from storage.retention import apply_retention, plan_retention, verify_archive
+from tests.cli_runs import write_desk_config as write_config
 from tests.core.conftest import ALICE, Desk, desk_config, mail, make_desk
-from tests.storage.test_backup import execute, table_rows, write_config
+from tests.storage.test_backup import execute, table_rows
 
 LOGO = b"\x89PNG the team logo" * 40
 MINUTES = b"%PDF minutes of the meeting"

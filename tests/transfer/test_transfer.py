@@ -33,6 +33,7 @@ from storage.transfer import (
     import_database,
     read_header,
 )
+from tests.cli_runs import write_desk_config
 from tests.core.conftest import ALICE, mail, make_desk
 from tests.transfer.desk import (
     NOTES,
@@ -304,43 +305,13 @@ async def test_export_never_replaces_a_file_and_refuses_an_old_schema(tmp_path: 
 # --- the command line ------------------------------------------------------------------------
 
 
-def write_config(folder: Path, url: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "bot.toml"
-    path.write_text(
-        f"""
-[storage]
-url = "{url}"
-
-[mail.maildir]
-path = "mail"
-
-[mail.files]
-path = "out"
-
-[console]
-enabled = true
-user = "@alice:example.org"
-
-[[queue]]
-name = "info"
-addresses = ["info@example.org"]
-volunteers = ["@alice:example.org"]
-default = true
-console = true
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
 async def test_cli_export_then_import_shows_progress_and_the_counts(
     tmp_path: Path, postgres_db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = sqlite_url(tmp_path)
     await fill_desk(tmp_path, source)
-    old = write_config(tmp_path / "old", source)
-    new = write_config(tmp_path / "new", postgres_db_url)
+    old = write_desk_config(tmp_path / "old", source)
+    new = write_desk_config(tmp_path / "new", postgres_db_url)
     path = tmp_path / "desk.jsonl.gz"
     tables = table_names(source)
 
@@ -384,7 +355,7 @@ async def test_cli_import_exits_1_and_marks_a_table_whose_counts_differ(
     await fill_desk(tmp_path, source)
     path = tmp_path / "desk.jsonl.gz"
     export_database(source, path)
-    new = write_config(tmp_path / "new", sqlite_url(tmp_path / "new"))
+    new = write_desk_config(tmp_path / "new", sqlite_url(tmp_path / "new"))
     real = transfer.insert_rows
 
     def lossy(db: Database, table: str, columns: Sequence[str], rows: Sequence[Any]) -> int:
