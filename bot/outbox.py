@@ -192,7 +192,7 @@ class OutboxDispatcher:
             items = await self._store.run(_claim(channel, now, me, gone))
             if not items:
                 return done
-            # due_outbox gives at most each ticket's oldest pending item, so a ticket's
+            # claims give at most each ticket's oldest waiting item, so a ticket's
             # posts stay in order even while one of them waits for its retry
             progressed = False
             for item in items:

@@ -130,8 +130,6 @@ class Repository(Protocol):
     def cancel_send(self, article_id: int, now: datetime) -> bool:
         """Withdraw a reply's pending, never-attempted send; False when too late."""
 
-    def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]: ...
-
     def claim_outbox(
         self,
         channel: str,

@@ -97,12 +97,6 @@ class InstanceQueries:
             .execute()
         )
 
-    def instances(self, since: datetime) -> list[m.Instance]:
-        """Instances seen since ``since``, newest first (for ``/healthz`` and the logs)."""
-        return list(
-            m.Instance.select().where(m.Instance.last_seen >= since).order_by(m.Instance.id.desc())
-        )
-
     # --- claims ------------------------------------------------------------------------------
 
     def outbox_claimants(self, channel: str, instance_id: int) -> list[int]:

@@ -21,12 +21,12 @@ from peewee import JOIN, Database, IntegrityError, InterfaceError, OperationalEr
 from bot import domain
 from bot.mail import AttachmentData
 from bot.ports import MailCursor, MailKey, StoreUnavailable
-from bot.repository import AuditRecord, ChatPost, OutboxItem, SearchPage, SearchQuery
+from bot.repository import AuditRecord, ChatPost, SearchPage, SearchQuery
 from bot.routing import format_ticket_number
 from storage import models as m
 from storage.admin import AdminQueries
 from storage.database import is_sqlite, open_database
-from storage.instances import STARTUP_LOCK, InstanceQueries
+from storage.instances import STARTUP_LOCK, WAITING, InstanceQueries
 from storage.migrations import migrate
 from storage.reports import ReportQueries
 from storage.search import search_tickets
@@ -118,7 +118,6 @@ def _sha256(data: bytes) -> str:
 
 
 #: Outbox states still to be carried out: "sending" is a reply an undo can no longer stop.
-_WAITING = ("pending", "sending")
 
 _MAX_KEY_BYTES = 900  # PostgreSQL's btree index rows stop at 2,704 bytes
 
@@ -556,7 +555,7 @@ class PeeweeRepository(AdminQueries, ReportQueries, InstanceQueries):
         """
         updated = (
             m.OutboxEntry.update(state="sending")
-            .where((m.OutboxEntry.id == item_id) & m.OutboxEntry.state.in_(_WAITING))
+            .where((m.OutboxEntry.id == item_id) & m.OutboxEntry.state.in_(WAITING))
             .execute()
         )
         return bool(updated)
@@ -573,40 +572,6 @@ class PeeweeRepository(AdminQueries, ReportQueries, InstanceQueries):
             .execute()
         )
         return bool(cancelled)
-
-    def due_outbox(self, channel: str, now: datetime, limit: int) -> list[OutboxItem]:
-        """Due items, but only each ticket's oldest pending one: posts keep their order."""
-        earlier_entry = m.OutboxEntry.alias()
-        earlier = earlier_entry.select(earlier_entry.id).where(
-            (earlier_entry.channel == channel)
-            & earlier_entry.state.in_(_WAITING)
-            & (earlier_entry.ticket == m.OutboxEntry.ticket)
-            & (earlier_entry.id < m.OutboxEntry.id)
-        )
-        rows = (
-            m.OutboxEntry.select()
-            .where(
-                (m.OutboxEntry.channel == channel)
-                & m.OutboxEntry.state.in_(_WAITING)
-                & (m.OutboxEntry.next_attempt_at <= now)
-                & ~fn.EXISTS(earlier)
-            )
-            .order_by(m.OutboxEntry.id)
-            .limit(limit)
-        )
-        return [
-            OutboxItem(
-                id=r.id,
-                channel=r.channel,
-                kind=r.kind,
-                ticket_id=r.ticket_id,
-                article_id=r.article_id,
-                payload=json.loads(r.payload or "{}"),
-                attempts=r.attempts,
-                created_at=r.created_at,
-            )
-            for r in rows
-        ]
 
     def outbox_done(self, item_id: int, now: datetime) -> None:
         m.OutboxEntry.update(state="done", done_at=now, claimed_by=None).where(
@@ -635,7 +600,7 @@ class PeeweeRepository(AdminQueries, ReportQueries, InstanceQueries):
         ).where(m.OutboxEntry.id == item_id).execute()
 
     def outbox_pending_count(self, channel: str | None = None) -> int:
-        query = m.OutboxEntry.select().where(m.OutboxEntry.state.in_(_WAITING))
+        query = m.OutboxEntry.select().where(m.OutboxEntry.state.in_(WAITING))
         if channel is not None:
             query = query.where(m.OutboxEntry.channel == channel)
         return int(query.count())
@@ -643,7 +608,7 @@ class PeeweeRepository(AdminQueries, ReportQueries, InstanceQueries):
     def next_outbox_due(self, channel: str) -> datetime | None:
         value = (
             m.OutboxEntry.select(fn.MIN(m.OutboxEntry.next_attempt_at))
-            .where((m.OutboxEntry.channel == channel) & m.OutboxEntry.state.in_(_WAITING))
+            .where((m.OutboxEntry.channel == channel) & m.OutboxEntry.state.in_(WAITING))
             .scalar()
         )
         if isinstance(value, str):  # SQLite aggregate: no column type to convert with
