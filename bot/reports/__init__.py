@@ -48,9 +48,10 @@ class Report:
 def stats_report(data: TrafficData, label: str, drawer: ChartDrawer | None = None) -> Report:
     """``stats``: the table, the traffic and response-time charts, and both as CSV.
 
-    The charts are drawn in child processes (:mod:`bot.reports.charts_worker`) so the
-    bot itself never imports matplotlib (about 55 MB it would keep for good); pass a
-    ``drawer`` made before the figures were read to overlap the children's start-up.
+    The charts are drawn in a child process that stays up between reports
+    (:mod:`bot.reports.charts_worker`) so the bot itself never imports matplotlib (about
+    55 MB it would keep for good); pass a ``drawer`` made before the figures were read
+    so a child not yet running starts while they are.
     """
     if drawer is None:
         traffic_png, times_png = draw_stats_charts(data, label)

@@ -91,6 +91,33 @@ def _day_ticks(days: Sequence[date]) -> tuple[list[int], list[str]]:
     return chosen, [f"{days[i]:%b}\n{days[i]:%Y}" for i in chosen]
 
 
+def _stacked_bars(
+    axes: Any,
+    heights: Sequence[int],
+    bottoms: Sequence[int],
+    width: float,
+    colour: str,
+    *,
+    label: str,
+) -> None:
+    """One series of stacked day bars as a single artist.
+
+    ``axes.bar`` makes one patch per bar and updates the data limits after each: for
+    a month of eight queues that was a third of the drawing time. The limits are set
+    by the caller anyway, so the bars go in as one collection without touching them.
+    """
+    from matplotlib.collections import PolyCollection
+
+    half = width / 2
+    boxes = [
+        ((i - half, low), (i - half, low + high), (i + half, low + high), (i + half, low))
+        for i, (high, low) in enumerate(zip(heights, bottoms, strict=True))
+        if high
+    ]
+    bars = PolyCollection(boxes, facecolors=colour, linewidths=0, zorder=2, label=label)
+    axes.add_collection(bars, autolim=False)
+
+
 def traffic_chart(data: TrafficData, label: str) -> bytes:
     """Tickets received per queue per day (stacked bars), and the backlog at the end of
     each day (one line per queue and the total), one panel above the other."""
@@ -105,15 +132,8 @@ def traffic_chart(data: TrafficData, label: str) -> bytes:
     bottom = [0] * len(days)
     for index, (name, received, backlog) in enumerate(series):
         colour = _colour(index, name)
-        received_axes.bar(
-            x,
-            received,
-            width=width,
-            bottom=bottom,
-            color=colour,
-            label=f"{name} ({sum(received)})",
-            linewidth=0,
-            zorder=2,
+        _stacked_bars(
+            received_axes, received, bottom, width, colour, label=f"{name} ({sum(received)})"
         )
         bottom = [b + r for b, r in zip(bottom, received, strict=True)]
         if len(series) > 1:

@@ -1,116 +1,298 @@
-"""Draw the ``stats`` charts in a short-lived child process, so the bot never loads matplotlib.
+"""Draw the ``stats`` charts in a child process that stays up, so the bot never loads matplotlib.
 
 matplotlib costs the process that imports it about 55 MB of resident memory, for good
 (a module is never unloaded), to draw two charts a few times a week. Drawing them in a
-child keeps the bot near 100 MB on a large desk (docs/search-performance.md). The child,
-``python -m bot.reports.charts_worker traffic times``, is started before the report's
-query so its start-up overlaps it: it reads the pickled
-:class:`~bot.reports.data.TrafficData` and label on stdin, writes the PNGs pickled on
-stdout, and exits. A plain subprocess rather than
-``multiprocessing``: a spawned multiprocessing child re-imports the parent's
-``__main__`` (the whole bot), this one imports only :mod:`bot.reports.charts`.
+child keeps the bot near 100 MB on a large desk (docs/search-performance.md).
 
-The pickle only ever crosses between this module and its own child, never from a file
-or the network.
+The child, ``python -m bot.reports.charts_worker --serve``, is started by the first
+report (before its database query, so importing matplotlib overlaps the query) and
+then stays up: each later report only pays the drawing, not the interpreter's start
+and the import (about 0.6 s of CPU on this project's two-core machine). It exits by
+itself after :data:`IDLE_SECONDS` without a request, and when the bot goes (its stdin
+closes), so an idle desk gives the memory back within the hour.
+
+Requests and answers are pickles framed by an 8-byte length on the child's stdin and
+stdout: ``(TrafficData, label)`` in, ``("ok", (traffic_png, times_png))`` or
+``("error", text)`` out. A plain subprocess rather than ``multiprocessing``: a spawned
+multiprocessing child re-imports the parent's ``__main__`` (the whole bot), this one
+imports only :mod:`bot.reports.charts`. The pickles only ever cross between this module
+and its own child, never from a file or the network.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import pickle
+import select
+import struct
 import subprocess
 import sys
+import threading
+import time
+from typing import IO, Any
 
 from bot.reports.data import TrafficData
 
-#: Drawing takes about a second; a child still at work after this is stuck.
+#: Drawing takes well under a second; a child still at work after this is stuck.
 TIMEOUT_SECONDS = 120.0
+#: A child with no request for this long exits; the next report starts a new one.
+IDLE_SECONDS = 3600.0
+
+#: The charts the child draws, in this order.
+CHARTS = ("traffic", "times")
+
+_FRAME = struct.Struct(">Q")
 
 
 class ChartError(RuntimeError):
-    """The chart child failed; the message carries the end of what it wrote to stderr."""
+    """The chart child failed; the message says how (its error, or that it died)."""
 
 
-#: The charts the child draws, in this order. One child draws both: on two cores a
-#: second child's start-up (0.8 s of CPU importing matplotlib) slowed the report's query
-#: more than drawing the charts side by side saved (measured, docs/search-performance.md).
-CHARTS = ("traffic", "times")
+class _ChildGone(Exception):
+    """The child's pipe closed: it exited (idle, killed) before or while answering."""
+
+
+class ChartWorker:
+    """One long-lived chart child, started on demand and restarted when it has gone.
+
+    Thread-safe: reports are drawn on worker threads, one at a time per worker (a
+    second report waits for the first's half second of drawing).
+    """
+
+    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, if one runs."""
+        child = self._child
+        return child.pid if child is not None and child.poll() is None else None
+
+    def start(self) -> None:
+        """Start the child unless one runs; returns at once (it imports in the background)."""
+        with self._lock:
+            self._running()
+
+    def draw(self, data: TrafficData, label: str) -> tuple[bytes, bytes]:
+        """Both charts as PNG bytes; blocking, so call it off the event loop.
+
+        A child that has gone since the last report (idle, killed) is replaced and the
+        request sent again: drawing has no side effects, so a retry is always safe.
+        """
+        payload = pickle.dumps((data, label), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            for attempt in (1, 2):
+                child = self._running()
+                try:
+                    answer = _exchange(child, payload)
+                except _ChildGone:
+                    code = _reap(child)
+                    self._child = None
+                    if attempt == 2:
+                        raise ChartError(f"the chart process ended ({code})") from None
+                    continue
+                except TimeoutError:
+                    self._stop_locked()
+                    raise ChartError(
+                        f"drawing the charts took over {TIMEOUT_SECONDS:.0f} s"
+                    ) from None
+                return _charts(answer)
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """End the child, if one runs (the bot stopping; tests)."""
+        with self._lock:
+            self._stop_locked()
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        child = self._child
+        if child is None or child.poll() is not None:
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bot.reports.charts_worker",
+                    "--serve",
+                    f"--idle={self.idle_seconds}",
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                # the child's own complaints (a crash's traceback) go to the bot's log stream
+                stderr=None,
+            )
+            self._child = child
+        return child
+
+    def _stop_locked(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            if child.poll() is None:
+                child.kill()
+            _reap(child)
+
+
+def _exchange(child: subprocess.Popen[bytes], payload: bytes) -> Any:
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write(_FRAME.pack(len(payload)) + payload)
+        child.stdin.flush()
+    except (BrokenPipeError, OSError):
+        raise _ChildGone from None
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    (size,) = _FRAME.unpack(_read_exactly(child.stdout, _FRAME.size, deadline))
+    return pickle.loads(_read_exactly(child.stdout, size, deadline))
+
+
+def _read_exactly(stream: IO[bytes], size: int, deadline: float) -> bytes:
+    """``size`` bytes from the child's stdout, waiting at most until ``deadline``."""
+    fd = stream.fileno()
+    chunks: list[bytes] = []
+    missing = size
+    while missing:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            raise TimeoutError
+        chunk = os.read(fd, min(missing, 1 << 20))
+        if not chunk:
+            raise _ChildGone
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
+
+
+def _reap(child: subprocess.Popen[bytes]) -> int | None:
+    for stream in (child.stdin, child.stdout):
+        if stream is not None:
+            # a broken pipe's buffered bytes cannot be flushed
+            with contextlib.suppress(OSError):
+                stream.close()
+    try:
+        return child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        return child.wait()
+
+
+def _charts(answer: Any) -> tuple[bytes, bytes]:
+    if isinstance(answer, tuple) and len(answer) == 2 and answer[0] == "error":
+        raise ChartError(f"drawing the charts failed: {answer[1]}")
+    if not (isinstance(answer, tuple) and len(answer) == 2 and answer[0] == "ok"):
+        raise ChartError("the chart process answered something other than charts")
+    charts = answer[1]
+    if not (
+        isinstance(charts, tuple)
+        and len(charts) == len(CHARTS)
+        and all(isinstance(chart, bytes) for chart in charts)
+    ):
+        raise ChartError(f"the chart process answered something other than {len(CHARTS)} PNGs")
+    return charts[0], charts[1]
+
+
+_shared: ChartWorker | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_worker() -> ChartWorker:
+    """This process's chart worker (made on first use, its child ended at exit)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ChartWorker()
+            atexit.register(_shared.stop)
+        return _shared
 
 
 class ChartDrawer:
-    """The two chart children, started before the figures are ready.
+    """The charts of one report: starts the shared child (if it is not up) at once, so
+    its start-up overlaps the report's database query; :meth:`draw` then asks it."""
 
-    Starting them first lets their start-up (mostly importing matplotlib, about half a
-    second) overlap the report's database query: the ``stats`` command makes one, reads
-    the figures, then calls :meth:`draw`. :meth:`close` ends children never used.
-    """
-
-    def __init__(self) -> None:
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "bot.reports.charts_worker", *CHARTS],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    def __init__(self, worker: ChartWorker | None = None) -> None:
+        self._worker = worker or shared_worker()
+        self._worker.start()
 
     def draw(self, data: TrafficData, label: str) -> tuple[bytes, bytes]:
         """Both charts as PNG bytes; blocking, so call it off the event loop."""
-        payload = pickle.dumps((data, label), protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            traffic, times = _collect(self._child, payload)
-            return traffic, times
-        finally:
-            self.close()
+        return self._worker.draw(data, label)
 
     def close(self) -> None:
-        if self._child.poll() is None:
-            self._child.kill()
-            self._child.wait()
+        """Nothing to do: the child stays up for the next report (kept for callers that
+        end what they start)."""
 
 
 def draw_stats_charts(data: TrafficData, label: str) -> tuple[bytes, bytes]:
-    """The traffic and the response-time chart of ``data`` as PNG bytes, drawn in children.
-
-    Blocking (about a second): call it off the event loop, as :func:`stats_report` is.
-    """
-    return ChartDrawer().draw(data, label)
+    """The traffic and the response-time chart of ``data`` as PNG bytes, drawn in the
+    shared chart child. Blocking (about half a second): call it off the event loop."""
+    return shared_worker().draw(data, label)
 
 
-def _collect(child: subprocess.Popen[bytes], payload: bytes) -> tuple[bytes, ...]:
-    """The child's PNGs; :class:`ChartError` with the end of its stderr if it failed."""
-    try:
-        out, err = child.communicate(payload, timeout=TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise ChartError(f"drawing a chart took over {TIMEOUT_SECONDS:.0f} s") from None
-    if child.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-5:]
-        raise ChartError(f"drawing the charts failed ({child.returncode}): " + " | ".join(tail))
-    charts = pickle.loads(out)
-    if not (isinstance(charts, tuple) and len(charts) == len(CHARTS)):
-        raise ChartError(f"the chart child answered something other than {len(CHARTS)} PNGs")
-    if not all(isinstance(chart, bytes) for chart in charts):
-        raise ChartError("the chart child answered something other than PNGs")
-    return charts
+# --- the child ------------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> int:
-    """The child: the charts to draw (``traffic``, ``times``) as arguments, pickled
-    ``(TrafficData, label)`` on stdin, a pickled tuple of their PNGs on stdout."""
+def serve(idle_seconds: float) -> int:
+    """The child's loop: a framed request on stdin, a framed answer on stdout, until
+    stdin closes (the bot went) or nothing comes for ``idle_seconds``."""
     import matplotlib.backends.backend_agg  # noqa: F401  (now, while the parent queries)
 
     from bot.reports.charts import response_chart, traffic_chart
 
-    known = {"traffic": traffic_chart, "times": response_chart}
-    if not argv or any(name not in known for name in argv):
-        print(f"charts_worker: give some of {', '.join(CHARTS)}, not {argv!r}", file=sys.stderr)
+    stdout = sys.stdout.buffer
+    fd = sys.stdin.buffer.fileno()  # read raw: select() must see every byte not yet read
+    while True:
+        ready, _, _ = select.select([fd], [], [], idle_seconds)
+        if not ready:
+            return 0  # idle: give the memory back
+        header = _read_all(fd, _FRAME.size)
+        if header is None:
+            return 0  # the bot closed our stdin
+        (size,) = _FRAME.unpack(header)
+        payload = _read_all(fd, size)
+        if payload is None:
+            return 0
+        answer: tuple[str, Any]
+        try:
+            data, label = pickle.loads(payload)
+            if not isinstance(data, TrafficData) or not isinstance(label, str):
+                raise TypeError("expected (TrafficData, str)")
+            answer = ("ok", (traffic_chart(data, label), response_chart(data, label)))
+        except Exception as exc:  # the report's failure, not the child's: keep serving
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        body = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.write(_FRAME.pack(len(body)) + body)
+        stdout.flush()
+
+
+def _read_all(fd: int, size: int) -> bytes | None:
+    """Exactly ``size`` bytes from ``fd``, or None at end of file."""
+    chunks: list[bytes] = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def main(argv: list[str]) -> int:
+    """``--serve [--idle=SECONDS]``: run as the chart child."""
+    idle = IDLE_SECONDS
+    if not argv or argv[0] != "--serve":
+        print("charts_worker: run as --serve [--idle=SECONDS] by ChartWorker", file=sys.stderr)
         return 2
-    data, label = pickle.loads(sys.stdin.buffer.read())
-    if not isinstance(data, TrafficData) or not isinstance(label, str):
-        print("charts_worker: expected (TrafficData, str) on stdin", file=sys.stderr)
-        return 2
-    charts = tuple(known[name](data, label) for name in argv)
-    sys.stdout.buffer.write(pickle.dumps(charts, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
-    return 0
+    for arg in argv[1:]:
+        name, _, value = arg.partition("=")
+        if name != "--idle":
+            print(f"charts_worker: unknown argument {arg!r}", file=sys.stderr)
+            return 2
+        idle = float(value)
+    return serve(idle)
 
 
 if __name__ == "__main__":
