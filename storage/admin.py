@@ -20,6 +20,7 @@ from storage import models as m
 from storage.database import is_sqlite
 
 _CLOSED = [s.value for s in domain.TicketState if s.is_closed]
+_NOT_CLOSED = [s.value for s in domain.TicketState if not s.is_closed]
 _QUEUE_KEY = "queue:"
 #: The advisory lock admin commands hold on PostgreSQL ("tb" "ad" in ASCII).
 _SETTINGS_LOCK = 0x74626164
@@ -185,10 +186,15 @@ class AdminQueries:
         }
         if not queues:
             return result
+        # The states are listed (not "not closed") and the join is on ``queue_id + 0``, so
+        # the state index leads: the open tickets are a few thousand of a desk's million,
+        # while the queue index would walk every ticket the queues ever had (SQLite has
+        # no statistics to know better): 2.4 s -> 0.08 s on the 1M-ticket benchmark desk.
+        on_queue = (m.Ticket.queue + 0) == m.Queue.id
         rows: Any = (
             m.Ticket.select(m.Queue.name, m.Ticket.state, fn.COUNT(m.Ticket.id))
-            .join(m.Queue)
-            .where(m.Queue.name.in_(list(queues)) & m.Ticket.state.not_in(_CLOSED))
+            .join(m.Queue, on=on_queue)
+            .where(m.Queue.name.in_(list(queues)) & m.Ticket.state.in_(_NOT_CLOSED))
             .group_by(m.Queue.name, m.Ticket.state)
             .tuples()
         )
@@ -196,7 +202,7 @@ class AdminQueries:
             result[queue]["states"][state] = int(count)
         oldest: Any = (
             m.Ticket.select(m.Queue.name, fn.MIN(m.Ticket.created_at))
-            .join(m.Queue)
+            .join(m.Queue, on=on_queue)
             .where(m.Queue.name.in_(list(queues)) & m.Ticket.state.in_(["new", "open"]))
             .group_by(m.Queue.name)
             .tuples()

@@ -203,3 +203,25 @@ async def test_nul_bytes_and_huge_message_ids_are_stored(any_desk: Desk) -> None
     assert again.duplicate and again.ticket_number == first.ticket_number
     follow = await any_desk.receive(mail(subject="re", in_reply_to=huge))
     assert follow.ticket_number == first.ticket_number
+
+
+async def test_queue_overview_counts_each_state_and_finds_the_oldest_waiting(
+    any_desk: Desk,
+) -> None:
+    """What ``queue status`` reads: not-closed tickets by state, the oldest new or open."""
+    first = (await any_desk.receive(mail(subject="oldest"))).ticket_number
+    any_desk.clock.advance(3600)
+    claimed = (await any_desk.receive(mail(subject="claimed"))).ticket_number
+    closed = (await any_desk.receive(mail(subject="closed"))).ticket_number
+    await any_desk.receive(mail(subject="to press", to="press@example.org"))
+    assert (await any_desk.command(ALICE, f"!claim {claimed}")).ok
+    assert (await any_desk.command(ALICE, f"!claim {closed}")).ok
+    assert (await any_desk.command(ALICE, f"!close {closed}")).ok
+
+    overview = await any_desk.store.run(lambda repo: repo.queue_overview(["info", "press"]))
+    oldest = await any_desk.store.run(lambda repo: repo.ticket_by_number(first))
+    assert overview["info"]["states"] == {"new": 1, "open": 1}
+    assert overview["info"]["oldest_waiting"] == oldest.created_at
+    assert overview["press"]["states"] == {"new": 1}
+    assert overview["press"]["oldest_waiting"] is not None
+    assert overview["press"]["oldest_waiting"] > oldest.created_at
