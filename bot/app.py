@@ -52,6 +52,7 @@ from bot.reports.weekly import CHECK_SECONDS as WEEKLY_CHECK_SECONDS
 from bot.reports.weekly import WeeklyReport
 from bot.roles import RoleKeeper, RoleWork
 from bot.status import StatusService
+from bot.watchdog import LoopWatchdog
 from storage.backup import BackupReport, backup, backup_name, prune_backups, url_kind
 from storage.leases import CHECK_TIMEOUT as LEASE_CHECK_TIMEOUT
 from storage.leases import FileLeases, leases_for
@@ -425,8 +426,12 @@ class App:
 
     async def _run_parts(self, keeper: RoleKeeper) -> None:
         """The parts every instance runs, the role keeper, and the console (demo)."""
+        watchdog = LoopWatchdog(self.config.instance.watchdog_seconds)
         async with asyncio.TaskGroup() as group:
-            background = [group.create_task(keeper.run(), name="roles")]
+            background = [
+                group.create_task(keeper.run(), name="roles"),
+                group.create_task(watchdog.run(), name="watchdog"),
+            ]
             for channel in self.dispatcher.active_channels:
                 background.append(
                     group.create_task(

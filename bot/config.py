@@ -351,6 +351,9 @@ class InstanceConfig:
     #: How often a standby tries to take a free role (a dead holder's role is taken over
     #: within this many seconds of its database connection closing).
     lease_check_seconds: float = 5.0
+    #: A process whose event loop has not turned for this long ends itself (exit status
+    #: 70), so a standby takes its roles; 0 turns the watchdog off (bot/watchdog.py).
+    watchdog_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -1045,7 +1048,14 @@ def _read_instance(
         roles=tuple(dict.fromkeys(roles)),
         name=section.get("name", str, ""),
         lease_check_seconds=section.positive("lease_check_seconds", float, 5.0),
+        watchdog_seconds=section.get("watchdog_seconds", float, 60.0),
     )
+    if instance.watchdog_seconds != 0 and not 5 <= instance.watchdog_seconds <= 3600:
+        raise ConfigError(
+            "instance.watchdog_seconds",
+            "must be 0 (off) or from 5 to 3600: the seconds the event loop may stand still "
+            f"before the process ends itself, got {instance.watchdog_seconds:g}",
+        )
     if instance.lease_check_seconds > 9:
         # a takeover: up to one check to see the role free, then one check plus 12 s for
         # a holder that lost its lease to notice (bot/roles.py): 2 x 9 + 12 = 30 s

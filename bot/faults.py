@@ -11,12 +11,17 @@ stored), ``stored`` (its ticket committed, not yet flagged on the server),
 ``flagged`` (flagged on the server, not yet recorded as done), ``posted`` (a chat
 platform accepted a post, not yet recorded), ``sent`` (the SMTP server accepted a
 reply, not yet recorded).
+
+``TICKETBOT_HANG_AT`` takes the same form and makes the thread that reaches the point
+stop there for good instead (on the event loop: the whole process stands still with its
+connections open), for the watchdog's tests (:mod:`bot.watchdog`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 STAGES = ("fetched", "parsed", "stored", "flagged", "posted", "sent")
 
@@ -31,11 +36,19 @@ def _plan(text: str) -> dict[str, int]:
 
 
 _PLAN = _plan(os.environ.get("TICKETBOT_CRASH_AT", ""))
+_HANG = _plan(os.environ.get("TICKETBOT_HANG_AT", ""))
 _SEEN: dict[str, int] = {}
+_SEEN_HANG: dict[str, int] = {}
 
 
 def checkpoint(stage: str) -> None:
-    """Die here, at once and without cleanup, if the plan says this is the moment."""
+    """Die here, at once and without cleanup, if the plan says this is the moment (or
+    stand still here for good, if the hang plan says so)."""
+    if _HANG and stage in _HANG:
+        _SEEN_HANG[stage] = _SEEN_HANG.get(stage, 0) + 1
+        if _SEEN_HANG[stage] == _HANG[stage]:
+            while True:
+                time.sleep(3600)
     if not _PLAN or stage not in _PLAN:
         return
     _SEEN[stage] = _SEEN.get(stage, 0) + 1
