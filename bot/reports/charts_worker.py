@@ -4,12 +4,12 @@ matplotlib costs the process that imports it about 55 MB of resident memory, for
 (a module is never unloaded), to draw two charts a few times a week. Drawing them in a
 child keeps the bot near 100 MB on a large desk (docs/search-performance.md).
 
-The child, ``python -m bot.reports.charts_worker --serve``, is started by the first
-report (before its database query, so importing matplotlib overlaps the query) and
-then stays up: each later report only pays the drawing, not the interpreter's start
-and the import (about 0.6 s of CPU on this project's two-core machine). It exits by
-itself after :data:`IDLE_SECONDS` without a request, and when the bot goes (its stdin
-closes), so an idle desk gives the memory back within the hour.
+The child, ``python -m bot.reports.chart_child``, is started by the first report
+(before its database query, so importing matplotlib overlaps the query) and then stays
+up: each later report only pays the drawing, not the interpreter's start and the import
+(about 0.6 s of CPU on this project's two-core machine). It exits by itself after
+:data:`IDLE_SECONDS` without a request, and when the bot goes (its stdin closes), so an
+idle desk gives the memory back within the hour.
 
 Requests and answers are pickles framed by an 8-byte length on the child's stdin and
 stdout: ``(TrafficData, label)`` in, ``("ok", (traffic_png, times_png))`` or
@@ -43,7 +43,7 @@ IDLE_SECONDS = 3600.0
 #: The charts the child draws, in this order.
 CHARTS = ("traffic", "times")
 
-_FRAME = struct.Struct(">Q")
+FRAME = struct.Struct(">Q")
 
 
 class ChartError(RuntimeError):
@@ -115,8 +115,7 @@ class ChartWorker:
                 [
                     sys.executable,
                     "-m",
-                    "bot.reports.charts_worker",
-                    "--serve",
+                    "bot.reports.chart_child",
                     f"--idle={self.idle_seconds}",
                 ],
                 stdin=subprocess.PIPE,
@@ -138,12 +137,12 @@ class ChartWorker:
 def _exchange(child: subprocess.Popen[bytes], payload: bytes) -> Any:
     assert child.stdin is not None and child.stdout is not None
     try:
-        child.stdin.write(_FRAME.pack(len(payload)) + payload)
+        child.stdin.write(FRAME.pack(len(payload)) + payload)
         child.stdin.flush()
     except (BrokenPipeError, OSError):
         raise _ChildGone from None
     deadline = time.monotonic() + TIMEOUT_SECONDS
-    (size,) = _FRAME.unpack(_read_exactly(child.stdout, _FRAME.size, deadline))
+    (size,) = FRAME.unpack(_read_exactly(child.stdout, FRAME.size, deadline))
     return pickle.loads(_read_exactly(child.stdout, size, deadline))
 
 
@@ -230,70 +229,3 @@ def draw_stats_charts(data: TrafficData, label: str) -> tuple[bytes, bytes]:
     """The traffic and the response-time chart of ``data`` as PNG bytes, drawn in the
     shared chart child. Blocking (about half a second): call it off the event loop."""
     return shared_worker().draw(data, label)
-
-
-# --- the child ------------------------------------------------------------------------------
-
-
-def serve(idle_seconds: float) -> int:
-    """The child's loop: a framed request on stdin, a framed answer on stdout, until
-    stdin closes (the bot went) or nothing comes for ``idle_seconds``."""
-    import matplotlib.backends.backend_agg  # noqa: F401  (now, while the parent queries)
-
-    from bot.reports.charts import response_chart, traffic_chart
-
-    stdout = sys.stdout.buffer
-    fd = sys.stdin.buffer.fileno()  # read raw: select() must see every byte not yet read
-    while True:
-        ready, _, _ = select.select([fd], [], [], idle_seconds)
-        if not ready:
-            return 0  # idle: give the memory back
-        header = _read_all(fd, _FRAME.size)
-        if header is None:
-            return 0  # the bot closed our stdin
-        (size,) = _FRAME.unpack(header)
-        payload = _read_all(fd, size)
-        if payload is None:
-            return 0
-        answer: tuple[str, Any]
-        try:
-            data, label = pickle.loads(payload)
-            if not isinstance(data, TrafficData) or not isinstance(label, str):
-                raise TypeError("expected (TrafficData, str)")
-            answer = ("ok", (traffic_chart(data, label), response_chart(data, label)))
-        except Exception as exc:  # the report's failure, not the child's: keep serving
-            answer = ("error", f"{type(exc).__name__}: {exc}")
-        body = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(_FRAME.pack(len(body)) + body)
-        stdout.flush()
-
-
-def _read_all(fd: int, size: int) -> bytes | None:
-    """Exactly ``size`` bytes from ``fd``, or None at end of file."""
-    chunks: list[bytes] = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def main(argv: list[str]) -> int:
-    """``--serve [--idle=SECONDS]``: run as the chart child."""
-    idle = IDLE_SECONDS
-    if not argv or argv[0] != "--serve":
-        print("charts_worker: run as --serve [--idle=SECONDS] by ChartWorker", file=sys.stderr)
-        return 2
-    for arg in argv[1:]:
-        name, _, value = arg.partition("=")
-        if name != "--idle":
-            print(f"charts_worker: unknown argument {arg!r}", file=sys.stderr)
-            return 2
-        idle = float(value)
-    return serve(idle)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
