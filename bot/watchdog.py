@@ -32,6 +32,9 @@ from collections.abc import Callable
 EXIT_STUCK = 70
 #: How often the loop notes that it turns.
 BEAT_SECONDS = 1.0
+#: The watching thread waking this much later than it meant to means the whole process
+#: was stopped, not only its loop: that pause is not held against the loop.
+PAUSE_SECONDS = 2.0
 
 
 def _end_process(stuck_for: float) -> None:
@@ -89,8 +92,15 @@ class LoopWatchdog:
 
     def _watch(self) -> None:
         period = min(BEAT_SECONDS, self.limit_seconds / 4)
+        checked = self._clock()
         while not self._stop.wait(period):
-            stuck_for = self._clock() - self._last_beat
+            now = self._clock()
+            if now - checked > period + PAUSE_SECONDS:
+                # this thread overslept too: the whole process was stopped (SIGSTOP,
+                # Ctrl-Z, docker pause, a stalled VM), not its loop. Count from now.
+                self._last_beat = now
+            checked = now
+            stuck_for = now - self._last_beat
             if stuck_for >= self.limit_seconds:
                 self._on_stuck(stuck_for)
                 return

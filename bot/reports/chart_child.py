@@ -26,10 +26,11 @@ def serve(idle_seconds: float) -> int:
     from bot.reports.charts import response_chart, traffic_chart
 
     stdout = sys.stdout.buffer
-    fd = sys.stdin.buffer.fileno()  # read raw: select() must see every byte not yet read
+    fd = sys.stdin.buffer.fileno()  # read raw: poll() must see every byte not yet read
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     while True:
-        ready, _, _ = select.select([fd], [], [], idle_seconds)
-        if not ready:
+        if not poller.poll(idle_seconds * 1000):
             return 0  # idle: give the memory back
         header = _read_all(fd, FRAME.size)
         if header is None:
@@ -47,8 +48,13 @@ def serve(idle_seconds: float) -> int:
         except Exception as exc:  # the report's failure, not the child's: keep serving
             answer = ("error", f"{type(exc).__name__}: {exc}")
         body = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(FRAME.pack(len(body)) + body)
-        stdout.flush()
+        try:
+            stdout.write(FRAME.pack(len(body)) + body)
+            stdout.flush()
+        except BrokenPipeError:
+            # the bot went while we drew: nobody to answer; exit without the flush at
+            # shutdown, which would print the same broken pipe onto the bot's stderr
+            os._exit(0)
 
 
 def _read_all(fd: int, size: int) -> bytes | None:

@@ -73,9 +73,17 @@ class ChartWorker:
         return child.pid if child is not None and child.poll() is None else None
 
     def start(self) -> None:
-        """Start the child unless one runs; returns at once (it imports in the background)."""
-        with self._lock:
+        """Start the child unless one runs; returns at once (it imports in the background).
+
+        Called on the event loop, so it never waits for the lock: while another report
+        is being drawn the child is up anyway, and :meth:`draw` starts one if not.
+        """
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             self._running()
+        finally:
+            self._lock.release()
 
     def draw(self, data: TrafficData, label: str) -> tuple[bytes, bytes]:
         """Both charts as PNG bytes; blocking, so call it off the event loop.
@@ -100,6 +108,13 @@ class ChartWorker:
                     raise ChartError(
                         f"drawing the charts took over {TIMEOUT_SECONDS:.0f} s"
                     ) from None
+                except BaseException as exc:
+                    # the answer may still be on its way: a child left running would hand
+                    # it to the next report as that one's charts. End it, whatever failed.
+                    self._stop_locked()
+                    if not isinstance(exc, Exception):
+                        raise
+                    raise ChartError(f"talking to the chart process failed: {exc!r}") from exc
                 return _charts(answer)
         raise AssertionError("unreachable")
 
@@ -111,6 +126,8 @@ class ChartWorker:
     def _running(self) -> subprocess.Popen[bytes]:
         child = self._child
         if child is None or child.poll() is not None:
+            if child is not None:
+                _reap(child)  # gone idle: close its pipes now, not at the next restart
             child = subprocess.Popen(
                 [
                     sys.executable,
@@ -149,14 +166,15 @@ def _exchange(child: subprocess.Popen[bytes], payload: bytes) -> Any:
 def _read_exactly(stream: IO[bytes], size: int, deadline: float) -> bytes:
     """``size`` bytes from the child's stdout, waiting at most until ``deadline``."""
     fd = stream.fileno()
+    poller = select.poll()  # not select(): that fails on descriptors from 1024 up
+    poller.register(fd, select.POLLIN)
     chunks: list[bytes] = []
     missing = size
     while missing:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not poller.poll(left * 1000):
             raise TimeoutError
         chunk = os.read(fd, min(missing, 1 << 20))
         if not chunk:

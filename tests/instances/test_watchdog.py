@@ -54,6 +54,22 @@ async def test_a_turning_loop_is_left_alone_and_the_watch_ends_with_it() -> None
     assert noticed == []
 
 
+async def test_a_stopped_process_is_not_taken_for_a_stuck_loop() -> None:
+    """SIGSTOP, Ctrl-Z, docker pause: the monotonic clock runs on while nothing does."""
+    offset = [0.0]
+    noticed: list[float] = []
+    watchdog = LoopWatchdog(
+        3.0, on_stuck=noticed.append, clock=lambda: time.monotonic() + offset[0]
+    )
+    task = asyncio.create_task(watchdog.run())
+    await asyncio.sleep(1.2)
+    offset[0] += 10.0  # the whole process was stopped for 10 s, thread and loop alike
+    await asyncio.sleep(2.5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert noticed == []
+
+
 async def test_zero_turns_it_off() -> None:
     watchdog = LoopWatchdog(0)
     assert not watchdog.enabled

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.reports import charts_worker
 from bot.reports.charts_worker import ChartDrawer, ChartError, ChartWorker, draw_stats_charts
 from bot.reports.data import DurationStats, QueueTraffic, TrafficData
 
@@ -186,3 +187,34 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_broken_exchange_ends_the_child_so_no_report_gets_another_ones_charts(
+    worker: ChartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer left unread in the pipe would be the next report's answer: after any
+    failure mid-exchange the child is ended and the next report gets a fresh one."""
+    worker.draw(month(), "first")
+    real = charts_worker._read_exactly
+    failures = iter([ValueError("filedescriptor out of range in select()")])
+
+    def failing_once(*args: object) -> bytes:
+        for failure in failures:
+            raise failure
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(charts_worker, "_read_exactly", failing_once)
+    with pytest.raises(ChartError, match="talking to the chart process failed"):
+        worker.draw(month(), "second")
+    assert worker.pid is None
+    third = worker.draw(month(), "third")
+    assert third == worker.draw(month(), "third")
+    assert third != worker.draw(month(), "second"), "the third report got the second's charts"
+
+
+def test_starting_never_waits_for_a_report_being_drawn(worker: ChartWorker) -> None:
+    """ChartDrawer() runs on the event loop: it must not wait while another thread draws."""
+    with worker._lock:  # another report is being drawn
+        started = time.perf_counter()
+        ChartDrawer(worker)
+        assert time.perf_counter() - started < 0.5
