@@ -29,6 +29,7 @@ from bot.ports import Clock, Leases, MailSender, MailSendError, SoleLeases, Stor
 from bot.privacy import hide_requester, mask_article, mask_ticket, pseudonym, pseudonym_key
 from bot.replies import strip_quoted
 from bot.repository import ChatPost, OutboxItem, Repository, Store
+from bot.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,7 @@ class OutboxDispatcher:
                 # a database or platform hiccup must not end the worker (and with it
                 # the whole task group): log it and look again shortly
                 log.exception("outbox %s: unexpected error; retrying in %.0f s", channel, wait)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=wait)
+            await wait_set(event, wait)
 
     async def _seconds_until_due(self, channel: str) -> float:
         due = await self._store.run(lambda repo: repo.next_outbox_due(channel))

@@ -68,9 +68,10 @@ class PgLeases:
 
     async def _call(self, work: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(
-            loop.run_in_executor(self._thread, work, *args), timeout=CHECK_TIMEOUT
-        )
+        # asyncio.timeout, not wait_for: on 3.11 that can swallow the keeper's
+        # cancellation at shutdown (bot/waiting.py)
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            return await loop.run_in_executor(self._thread, work, *args)
 
     def _connect(self) -> None:
         import psycopg2

@@ -33,6 +33,7 @@ from adapters.matrix.privacy import MatrixRoomInspector
 from adapters.matrix.rooms import MatrixError, RoomDirectory, describe
 from bot.admin.live import LiveConfig
 from bot.config import Config, MatrixConfig, QueueConfig
+from bot.waiting import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -326,11 +327,7 @@ class MatrixAdapter:
         raise MatrixError(describe(resp))
 
     async def _stopped_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._stopping, seconds)
 
 
 def _queue_rooms(queues: Iterable[QueueConfig]) -> list[str]:
