@@ -573,15 +573,12 @@ class CommandService:
         except ValueError as exc:
             return CommandResult(False, f"{exc}")
         queues = list(stats.queues) if stats.queues is not None else (None if admin else allowed)
-        # the chart children start importing matplotlib while the figures are read
+        # a chart child not yet up starts importing matplotlib while the figures are read
         drawer = ChartDrawer()
-        try:
-            traffic = await self._store.run(
-                lambda repo: repo.report_traffic(queues, stats.start, stats.end)
-            )
-            report = await asyncio.to_thread(stats_report, traffic, stats.label, drawer)
-        finally:
-            drawer.close()
+        traffic = await self._store.run(
+            lambda repo: repo.report_traffic(queues, stats.start, stats.end)
+        )
+        report = await asyncio.to_thread(stats_report, traffic, stats.label, drawer)
         return CommandResult(True, report.text, files=report.files)
 
     def _room_queues(self, request: CommandRequest) -> list[str]:

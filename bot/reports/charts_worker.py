@@ -238,10 +238,6 @@ class ChartDrawer:
         """Both charts as PNG bytes; blocking, so call it off the event loop."""
         return self._worker.draw(data, label)
 
-    def close(self) -> None:
-        """Nothing to do: the child stays up for the next report (kept for callers that
-        end what they start)."""
-
 
 def draw_stats_charts(data: TrafficData, label: str) -> tuple[bytes, bytes]:
     """The traffic and the response-time chart of ``data`` as PNG bytes, drawn in the

@@ -32,13 +32,7 @@ def _config(tmp_path: Path, account: ImapAccount) -> Path:
         f"""
 [storage]
 url = "sqlite:///desk.db"
-[mail.imap]
-host = "{account.host}"
-port = {account.port}
-security = "none"
-username = "{account.username}"
-password_env = "CRASH_TEST_IMAP_PASSWORD"
-poll_seconds = 1
+{account.imap_toml("CRASH_TEST_IMAP_PASSWORD")}
 [mail.files]
 path = "out"
 [console]

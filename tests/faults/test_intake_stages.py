@@ -128,13 +128,7 @@ def write_config(
         f"""
 [storage]
 url = "sqlite:///desk.db"
-[mail.imap]
-host = "{account.host}"
-port = {account.port}
-security = "none"
-username = "{account.username}"
-password_env = "STAGES_TEST_IMAP_PASSWORD"
-poll_seconds = 1
+{account.imap_toml("STAGES_TEST_IMAP_PASSWORD")}
 [mail.files]
 path = "out"
 [matrix]

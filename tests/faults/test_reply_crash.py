@@ -184,13 +184,7 @@ def _config(tmp_path: Path, account: ImapAccount, smtp: SmtpCapture) -> Path:
         f"""
 [storage]
 url = "sqlite:///desk.db"
-[mail.imap]
-host = "{account.host}"
-port = {account.port}
-security = "none"
-username = "{account.username}"
-password_env = "REPLY_CRASH_IMAP_PASSWORD"
-poll_seconds = 1
+{account.imap_toml("REPLY_CRASH_IMAP_PASSWORD")}
 [mail.smtp]
 host = "{smtp.host}"
 port = {smtp.port}

@@ -76,13 +76,7 @@ def write_config(
         f"""
 [storage]
 url = "{url}"
-[mail.imap]
-host = "{account.host}"
-port = {account.port}
-security = "none"
-username = "{account.username}"
-password_env = "FAILOVER_IMAP_PASSWORD"
-poll_seconds = 1
+{account.imap_toml("FAILOVER_IMAP_PASSWORD")}
 [mail.smtp]
 host = "{smtp.host}"
 port = {smtp.port}

@@ -58,6 +58,19 @@ class ImapAccount:
     username: str
     password: str
 
+    def imap_toml(self, password_env: str) -> str:
+        """The ``[mail.imap]`` section of a ``bot.toml`` for a real ``ticketbot run`` on this
+        mailbox: no TLS on loopback, the password from ``password_env``, a check a second."""
+        return (
+            "[mail.imap]\n"
+            f'host = "{self.host}"\n'
+            f"port = {self.port}\n"
+            'security = "none"\n'
+            f'username = "{self.username}"\n'
+            f'password_env = "{password_env}"\n'
+            "poll_seconds = 1"
+        )
+
     def client(self, *, timeout: float = 10.0) -> IMAPClient:
         """A new logged-in connection; the caller logs it out (or uses it as a context manager)."""
         client = IMAPClient(self.host, self.port, ssl=False, timeout=timeout)
